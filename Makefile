@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:
+#   make reproduce   the main job (CPU profile by default)
+#   make test        the tests, notebooks included (smoke profile)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROFILE ?= cpu
+MODEL  ?=
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[notebooks,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name retune --display-name "retune (.venv)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+reproduce: $(STAMP)
+	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL))
+
+lab: $(STAMP)
+	$(PY) -m pip install -q -e '.[lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+.PHONY: install test reproduce lab

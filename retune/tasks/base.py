@@ -1,0 +1,208 @@
+"""The machinery every task shares: the oracle call tree, the methods' formats and their training examples.
+
+A task file only says what is specific to it (sampler, solver, prompts, renderers, parsers); everything that
+follows from the Re-Tuning protocol (SPEC §1) lives here, so a new task is one new file.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+SOLUTION = "\nSolution: "
+BASELINE_SUFFIX = "\nAnswer: "
+ANSWER_MARK = "\nAnswer: "
+CALL_MARK = "Call: "
+
+METHODS = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
+RECURSIVE_METHODS = ("retuning", "no_carryover")  # decoded as a tree of fresh contexts
+
+
+def return_text(method: str, answer: str) -> str:
+    """What the decoder appends to a caller's context once its call has been solved."""
+    if method == "no_carryover":  # ablation: the caller goes on without the call's answer
+        return "Answer: "
+    return f"Return: {answer}\nAnswer: "
+
+
+class Malformed(ValueError):
+    """Model text that cannot be read; `kind` names why (recorded in traces, never raised past the decoder)."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class Node:
+    """One context of the oracle call tree.
+
+    `turns` are the texts the model writes in this context, in order; turn i < len(children) is a call turn that
+    ends in `Call: <children[i].prompt>\\n`, and the last turn is the node's answer (a base case when it is the
+    only turn, a combination otherwise).
+    """
+
+    prompt: str
+    turns: list[str]
+    children: list["Node"] = field(default_factory=list)
+
+    def __post_init__(self):
+        assert len(self.turns) == len(self.children) + 1, "one turn per call, plus the final turn"
+
+    @property
+    def answer(self) -> str:
+        return node_answer(self.turns[-1])
+
+    @property
+    def kind_of_last(self) -> str:
+        return "base" if not self.children else "combine"
+
+    def walk(self, depth: int = 0):
+        """Yield (node, depth) in pre-order."""
+        yield self, depth
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+    def contexts(self, method: str = "retuning") -> list[tuple[str, str, str]]:
+        """(context, target, kind) for each turn of this node, as the decoder sees them."""
+        out, context = [], self.prompt + SOLUTION
+        for i, turn in enumerate(self.turns):
+            kind = "call" if i < len(self.children) else self.kind_of_last
+            out.append((context, turn, kind))
+            if i < len(self.children):
+                context += turn + return_text(method, self.children[i].answer)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "turns": self.turns, "children": [c.to_dict() for c in self.children]}
+
+
+def node_answer(final_turn: str) -> str:
+    """A context's answer as returned to its caller: the text after its last `\\nAnswer: ` (or the whole turn)."""
+    return final_turn.rsplit(ANSWER_MARK, 1)[-1]
+
+
+def inline_body(node: Node) -> str:
+    """The ablation without isolation: every sub-solution written inside its caller's single context."""
+    text = "Solution: "
+    for i, turn in enumerate(node.turns):
+        text += turn
+        if i < len(node.children):
+            child = node.children[i]
+            text += inline_body(child) + "\n" + return_text("retuning", child.answer)
+    return text
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    output: str
+    depth: int = 0
+    kind: str = "full"  # call / combine / base for recursive methods, full for single-context methods
+
+
+class Task:
+    """A task spec. Subclasses fill in the task-specific parts; `examples` derives every method's data."""
+
+    name: str = ""
+    size_name: str = "size"
+    variants: int = 1  # number of prompt phrasings; 0 is the paper's
+    depth_limit: Callable[[int], int] = staticmethod(lambda size: 2 * size)
+
+    def __init__(self, variant: int = 0):
+        if not 0 <= variant < self.variants:
+            raise ValueError(f"variant must be in 0..{self.variants - 1} for task {self.name!r}, got {variant}")
+        self.variant = variant
+
+    # --- task-specific ---------------------------------------------------------------------------------
+    def sample(self, size: int, rng: random.Random) -> Any:
+        raise NotImplementedError
+
+    def size_of(self, problem: Any) -> int:
+        raise NotImplementedError
+
+    def solve(self, problem: Any) -> Any:
+        raise NotImplementedError
+
+    def tree(self, problem: Any) -> Node:
+        raise NotImplementedError
+
+    def baseline(self, problem: Any) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def scratchpad(self, problem: Any) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def parse_answer(self, text: str) -> Any:
+        """The final answer from a Re-Tuning top-level answer text; raises Malformed."""
+        raise NotImplementedError
+
+    def parse_baseline(self, text: str) -> Any:
+        return self.parse_answer(text)
+
+    def parse_scratchpad(self, text: str) -> Any:
+        raise NotImplementedError
+
+    # --- derived -------------------------------------------------------------------------------------
+    def examples(self, problem: Any, method: str) -> list[Example]:
+        """Training examples of one problem; recursive methods are split at every call (SPEC §1)."""
+        check_method(method)
+        if method == "baseline":
+            return [Example(*self.baseline(problem))]
+        if method == "scratchpad":
+            return [Example(*self.scratchpad(problem))]
+        top = self.tree(problem)
+        if method == "inline":
+            return [Example(top.prompt + SOLUTION, inline_body(top)[len("Solution: "):])]
+        out = []
+        nodes = [(top, 0)] if method == "no_carryover" else top.walk()
+        for node, depth in nodes:
+            out += [Example(c, t, depth, k) for c, t, k in node.contexts(method)]
+        return out
+
+    def top_context(self, problem: Any, method: str) -> str:
+        """The context a method's decoding starts from."""
+        return self.examples(problem, method)[0].input
+
+    def final_answer(self, method: str, text: str) -> Any:
+        """The final answer from the text a method produced at top level (its answer text for recursive
+        methods, the whole generation for single-context ones); raises Malformed."""
+        check_method(method)
+        if method == "baseline":
+            return self.parse_baseline(text)
+        if method == "scratchpad":
+            return self.parse_scratchpad(text)
+        return self.parse_answer(node_answer(text))
+
+    def is_correct(self, problem: Any, method: str, text: str) -> bool:
+        try:
+            return self.final_answer(method, text) == self.solve(problem)
+        except Malformed:
+            return False
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+
+
+def parse_int(text: str, what: str = "integer") -> int:
+    text = text.strip()
+    if not text or not (text.isascii() and text.isdigit()):
+        raise Malformed("unparseable_answer", f"expected a {what}, got {text[:40]!r}")
+    return int(text)
+
+
+def parse_int_list(text: str) -> list[int]:
+    """`[1, 2, 1]` -> [1, 2, 1]; anything else is Malformed."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        raise Malformed("unparseable_answer", f"expected a list, got {text[:40]!r}")
+    inner = text[1:-1].strip()
+    if not inner:
+        return []
+    try:
+        return [int(part) for part in inner.split(",")]
+    except ValueError:
+        raise Malformed("unparseable_answer", f"not a list of integers: {text[:40]!r}") from None
