@@ -156,8 +156,7 @@ class Task:
         if method == "inline":
             return [Example(top.prompt + SOLUTION, inline_body(top)[len("Solution: "):])]
         out = []
-        nodes = [(top, 0)] if method == "no_carryover" else top.walk()
-        for node, depth in nodes:
+        for node, depth in top.walk():
             out += [Example(c, t, depth, k) for c, t, k in node.contexts(method)]
         return out
 

@@ -1,0 +1,87 @@
+"""Integer addition (SPEC §2). A problem is a pair of digit strings; its size is the longer one's length."""
+from __future__ import annotations
+
+import random
+
+from .base import CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
+
+# Prompt phrasings: 0 is the paper's; the others keep the protocol (every call uses the same phrasing).
+PROMPTS = ("{a} + {b}", "{a} plus {b}", "Add {a} and {b}", "What is {a} + {b}?")
+
+
+def carry_output(a: str, b: str) -> tuple[int, str]:
+    """(carry out, last k digits of a + b zero-filled to k) for two k-digit strings."""
+    k = len(a)
+    total = int(a) + int(b)
+    return total // 10**k, str(total % 10**k).zfill(k)
+
+
+class Addition(Task):
+    name = "addition"
+    size_name = "digits"
+    variants = len(PROMPTS)
+    depth_limit = staticmethod(lambda size: 2 * size)
+
+    def sample(self, size: int, rng: random.Random) -> tuple[str, str]:
+        return random_number(size, rng), random_number(size, rng)
+
+    def size_of(self, problem) -> int:
+        return max(len(problem[0]), len(problem[1]))
+
+    def solve(self, problem) -> int:
+        return int(problem[0]) + int(problem[1])
+
+    def prompt(self, a: str, b: str) -> str:
+        return PROMPTS[self.variant].format(a=a, b=b)
+
+    def tree(self, problem) -> Node:
+        a, b = problem
+        width = max(len(a), len(b))
+        pa, pb = a.zfill(width), b.zfill(width)
+        node = None
+        for k in range(1, width + 1):  # built bottom-up: the k-digit suffix problem calls the (k-1)-digit one
+            ak, bk = pa[-k:], pb[-k:]
+            carry, out = carry_output(ak, bk)
+            final = f"Carry {carry}, Output {out}"
+            # the top level keeps the operands as given; calls use the zero-padded suffixes
+            prompt = self.prompt(a, b) if k == width else self.prompt(ak, bk)
+            if node is None:
+                node = Node(prompt, [final])
+            else:
+                node = Node(prompt, [f"{CALL_MARK}{node.prompt}\n", final], [node])
+        return node
+
+    def baseline(self, problem):
+        a, b = problem
+        return f"{self.prompt(a, b)}\nAnswer: ", str(int(a) + int(b))
+
+    def scratchpad(self, problem):
+        a, b = problem
+        width = max(len(a), len(b))
+        pa, pb = a.zfill(width), b.zfill(width)
+        lines = []
+        for k in range(1, width + 1):
+            carry, out = carry_output(pa[-k:], pb[-k:])
+            lines.append(f"Carry {carry}, Output {out}")
+        return self.prompt(a, b) + SOLUTION, "\n".join(lines)
+
+    def parse_answer(self, text: str) -> int:
+        """`Carry c, Output s` -> the sum it states."""
+        head, sep, digits = text.strip().partition(", Output ")
+        if not sep or head not in ("Carry 0", "Carry 1"):
+            raise Malformed("unparseable_answer", f"expected 'Carry c, Output s', got {text[:40]!r}")
+        value = parse_int(digits, "digit string")
+        return value + (10 ** len(digits.strip()) if head == "Carry 1" else 0)
+
+    def parse_baseline(self, text: str) -> int:
+        return parse_int(text)
+
+    def parse_scratchpad(self, text: str) -> int:
+        return self.parse_answer(text.strip().rsplit("\n", 1)[-1])
+
+
+def random_number(digits: int, rng: random.Random) -> str:
+    """A uniformly random number of exactly `digits` digits (1-digit numbers include 0)."""
+    if digits == 1:
+        return str(rng.randrange(10))
+    return str(rng.randrange(10 ** (digits - 1), 10**digits))

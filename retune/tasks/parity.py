@@ -1,0 +1,67 @@
+"""Parity of a bit list (SPEC §4): the number of ones mod 2. A call drops the first bit."""
+from __future__ import annotations
+
+import random
+
+from .base import CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
+
+PROMPTS = (
+    "What is the parity of {x}?",
+    "Is the number of ones in {x} even (0) or odd (1)?",
+    "Compute the parity of the bits {x}.",
+    "Parity of {x}:",
+)
+SCRATCHPAD_HEAD = "Compute one element at a time."
+
+
+def parity(bits: list[int]) -> int:
+    return sum(bits) % 2
+
+
+class Parity(Task):
+    name = "parity"
+    size_name = "bits"
+    variants = len(PROMPTS)
+    depth_limit = staticmethod(lambda size: 2 * size)
+
+    def sample(self, size: int, rng: random.Random) -> list[int]:
+        return [rng.randrange(2) for _ in range(size)]
+
+    def size_of(self, problem) -> int:
+        return len(problem)
+
+    def solve(self, problem) -> int:
+        return parity(problem)
+
+    def prompt(self, bits: list[int]) -> str:
+        return PROMPTS[self.variant].format(x=list(bits))
+
+    def tree(self, problem) -> Node:
+        bits = list(problem)
+        node = Node(self.prompt(bits[-1:]), [str(parity(bits[-1:]))])
+        for start in reversed(range(len(bits) - 1)):  # bottom-up: each call drops the first bit
+            suffix = bits[start:]
+            node = Node(self.prompt(suffix), [f"{CALL_MARK}{node.prompt}\n", str(parity(suffix))], [node])
+        return node
+
+    def baseline(self, problem):
+        return f"{self.prompt(problem)}\nAnswer: ", str(parity(problem))
+
+    def scratchpad(self, problem):
+        bits = list(problem)
+        prefixes = " ".join(str(parity(bits[: i + 1])) for i in range(len(bits)))
+        return self.prompt(bits) + SOLUTION, f"{SCRATCHPAD_HEAD} {prefixes}"
+
+    def parse_answer(self, text: str) -> int:
+        value = parse_int(text, "bit")
+        if value not in (0, 1):
+            raise Malformed("unparseable_answer", f"a parity is 0 or 1, got {text[:40]!r}")
+        return value
+
+    def parse_scratchpad(self, text: str) -> int:
+        if not text.startswith(SCRATCHPAD_HEAD):
+            raise Malformed("unparseable_answer", f"scratchpad must start with {SCRATCHPAD_HEAD!r}")
+        rest = text[len(SCRATCHPAD_HEAD):].split()
+        if not rest:
+            raise Malformed("unparseable_answer", "scratchpad has no prefix parities")
+        return self.parse_answer(rest[-1])
