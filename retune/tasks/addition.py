@@ -45,11 +45,32 @@ class Addition(Task):
             final = f"Carry {carry}, Output {out}"
             # the top level keeps the operands as given; calls use the zero-padded suffixes
             prompt = self.prompt(a, b) if k == width else self.prompt(ak, bk)
+            lengths = (len(a), len(b)) if k == width else (k, k)
             if node is None:
-                node = Node(prompt, [final])
+                node = Node(prompt, [final], size=k, meta={"lengths": lengths})
             else:
-                node = Node(prompt, [f"{CALL_MARK}{node.prompt}\n", final], [node])
+                node = Node(prompt, [f"{CALL_MARK}{node.prompt}\n", final], [node], k, {"lengths": lengths})
         return node
+
+    def paper_problems(self, method, rng):
+        """Digit counts 1 <= i <= j <= 15, 1000 pairs each, 1000 more for each of i >= 3, 6, 9, 12."""
+        for i in range(1, 16):
+            for j in range(i, 16):
+                for _ in range(1000 * (1 + sum(i >= t for t in (3, 6, 9, 12)))):
+                    a, b = random_number(i, rng), random_number(j, rng)
+                    yield (b, a) if rng.random() < 0.5 else (a, b)
+
+    def paper_repeats(self, example, method, rng):
+        if method not in ("retuning", "no_carryover"):
+            return 1
+        la, lb = example.meta["lengths"]
+        if la == lb and 3 <= la <= 11:  # the reference thins out equal-length mid-size prompts
+            return 0 if rng.random() < (0.85 if la <= 7 else 0.65) else 1
+        if la == lb == 1:
+            return 1000
+        if la + lb <= 3:
+            return 100
+        return 5 if min(la, lb) <= 2 else 1
 
     def baseline(self, problem):
         a, b = problem

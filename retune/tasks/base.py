@@ -46,6 +46,8 @@ class Node:
     prompt: str
     turns: list[str]
     children: list["Node"] = field(default_factory=list)
+    size: int = 0  # the size of the problem this context solves (digits, length, bits)
+    meta: dict = field(default_factory=dict)  # task-specific facts the paper's re-sampling needs
 
     def __post_init__(self):
         assert len(self.turns) == len(self.children) + 1, "one turn per call, plus the final turn"
@@ -58,11 +60,16 @@ class Node:
     def kind_of_last(self) -> str:
         return "base" if not self.children else "combine"
 
-    def walk(self, depth: int = 0):
-        """Yield (node, depth) in pre-order."""
+    def walk(self, depth: int = 0, seen: set | None = None):
+        """Yield (node, depth) in pre-order; with `seen`, skip nodes whose prompt is in it (and their subtrees:
+        the same prompt always has the same subtree) and add the others."""
+        if seen is not None:
+            if self.prompt in seen:
+                return
+            seen.add(self.prompt)
         yield self, depth
         for child in self.children:
-            yield from child.walk(depth + 1)
+            yield from child.walk(depth + 1, seen)
 
     def contexts(self, method: str = "retuning") -> list[tuple[str, str, str]]:
         """(context, target, kind) for each turn of this node, as the decoder sees them."""
@@ -100,6 +107,8 @@ class Example:
     output: str
     depth: int = 0
     kind: str = "full"  # call / combine / base for recursive methods, full for single-context methods
+    size: int = 0
+    meta: dict = field(default_factory=dict, compare=False)
 
 
 class Task:
@@ -145,20 +154,30 @@ class Task:
         raise NotImplementedError
 
     # --- derived -------------------------------------------------------------------------------------
-    def examples(self, problem: Any, method: str) -> list[Example]:
-        """Training examples of one problem; recursive methods are split at every call (SPEC §1)."""
+    def examples(self, problem: Any, method: str, seen: set | None = None) -> list[Example]:
+        """Training examples of one problem; recursive methods are split at every call (SPEC §1).
+        `seen` de-duplicates recursive methods' contexts across problems by prompt."""
         check_method(method)
+        size = self.size_of(problem)
         if method == "baseline":
-            return [Example(*self.baseline(problem))]
+            return [Example(*self.baseline(problem), size=size)]
         if method == "scratchpad":
-            return [Example(*self.scratchpad(problem))]
+            return [Example(*self.scratchpad(problem), size=size)]
         top = self.tree(problem)
         if method == "inline":
-            return [Example(top.prompt + SOLUTION, inline_body(top)[len("Solution: "):])]
+            return [Example(top.prompt + SOLUTION, inline_body(top)[len("Solution: "):], size=size, meta=top.meta)]
         out = []
-        for node, depth in top.walk():
-            out += [Example(c, t, depth, k) for c, t, k in node.contexts(method)]
+        for node, depth in top.walk(seen=seen):
+            out += [Example(c, t, depth, k, node.size, node.meta) for c, t, k in node.contexts(method)]
         return out
+
+    def paper_problems(self, method: str, rng: random.Random):
+        """The reference training problems (SPEC, 'Training'), before re-sampling."""
+        raise NotImplementedError
+
+    def paper_repeats(self, example: Example, method: str, rng: random.Random) -> int:
+        """How often an example appears in the reference training data (0: dropped)."""
+        return 1
 
     def top_context(self, problem: Any, method: str) -> str:
         """The context a method's decoding starts from."""

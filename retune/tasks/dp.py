@@ -2,6 +2,7 @@
 each element 1 (chosen) or 2 (not chosen), the lexicographically smallest among optimal choices."""
 from __future__ import annotations
 
+import itertools
 import random
 
 from .base import CALL_MARK, Malformed, Node, Task, parse_int_list
@@ -81,24 +82,37 @@ class DynamicProgramming(Task):
         dp = dp_array(x)
         first = self.dp_node(x)
         second = self.chosen_node(dp, x, True)
-        return Node(top.format(x=x), [f"{CALL_MARK}{first.prompt}\n", f"{CALL_MARK}{second.prompt}\n",
-                                      str(self.solve(x))], [first, second])
+        turns = [f"{CALL_MARK}{first.prompt}\n", f"{CALL_MARK}{second.prompt}\n", str(self.solve(x))]
+        return Node(top.format(x=x), turns, [first, second], len(x))
 
     def dp_node(self, x: list[int]) -> Node:
         prompt = PROMPTS[self.variant][1].format(x=x)
         if len(x) == 1:
-            return Node(prompt, [f"{DP_BASE}{dp_array(x)}"])
+            return Node(prompt, [f"{DP_BASE}{dp_array(x)}"], size=1)
         child = self.dp_node(x[1:])
-        return Node(prompt, [f"{DP_CALL}{CALL_MARK}{child.prompt}\n", f"{DP_COMBINE}{dp_array(x)}"], [child])
+        turns = [f"{DP_CALL}{CALL_MARK}{child.prompt}\n", f"{DP_COMBINE}{dp_array(x)}"]
+        return Node(prompt, turns, [child], len(x))
 
     def chosen_node(self, dp: list[int], x: list[int], can_use: bool) -> Node:
         prompt = PROMPTS[self.variant][2].format(dp=dp, x=x, flag=can_use)
         result = chosen(dp, x, can_use)
         if len(x) == 1:
-            return Node(prompt, [f"{CHOSEN_BASE}\nAnswer: {result}"])
+            return Node(prompt, [f"{CHOSEN_BASE}\nAnswer: {result}"], size=1)
         child = self.chosen_node(dp[1:], x[1:], result[0] != 1)
         call = f"{CHOSEN_BASE}{CHOSEN_CALL}{CALL_MARK}{child.prompt}\n"
-        return Node(prompt, [call, f"{CHOSEN_COMBINE}{result}"], [child])
+        return Node(prompt, [call, f"{CHOSEN_COMBINE}{result}"], [child], len(x))
+
+    def paper_problems(self, method, rng):
+        """Every list of length 2..5 over [-5, 5]."""
+        for n in range(2, 6):
+            yield from (list(x) for x in itertools.product(range(LOW, HIGH + 1), repeat=n))
+
+    def paper_repeats(self, example, method, rng):
+        if method in ("retuning", "no_carryover"):
+            if example.size == 5:
+                return 0 if rng.random() < 0.85 else 1
+            return {1: 250, 2: 30, 3: 4}.get(example.size, 1)
+        return {2: 100, 3: 10, 4: 3}.get(example.size, 1)
 
     def baseline(self, problem):
         x = list(problem)

@@ -38,11 +38,29 @@ class Parity(Task):
 
     def tree(self, problem) -> Node:
         bits = list(problem)
-        node = Node(self.prompt(bits[-1:]), [str(parity(bits[-1:]))])
+        node = Node(self.prompt(bits[-1:]), [str(parity(bits[-1:]))], size=1)
         for start in reversed(range(len(bits) - 1)):  # bottom-up: each call drops the first bit
             suffix = bits[start:]
-            node = Node(self.prompt(suffix), [f"{CALL_MARK}{node.prompt}\n", str(parity(suffix))], [node])
+            turns = [f"{CALL_MARK}{node.prompt}\n", str(parity(suffix))]
+            node = Node(self.prompt(suffix), turns, [node], len(suffix))
         return node
+
+    def paper_problems(self, method, rng):
+        """Re-Tuning: 250,000 random 21-bit lists (their suffixes are the calls). Baseline and scratchpad:
+        min(15000, max(300, 20 % of 2^L)) lists drawn with replacement per length 1..21."""
+        if method in ("retuning", "no_carryover", "inline"):
+            for _ in range(250_000):
+                yield self.sample(21, rng)
+            return
+        for length in range(1, 22):
+            for _ in range(min(15000, max(300, int(0.2 * 2**length)))):
+                yield self.sample(length, rng)
+
+    def paper_repeats(self, example, method, rng):
+        # SPEC leaves the reference's weights toward short lists open; we use the dynamic-programming ones.
+        if method in ("retuning", "no_carryover"):
+            return {1: 250, 2: 30, 3: 4}.get(example.size, 1)
+        return 1
 
     def baseline(self, problem):
         return f"{self.prompt(problem)}\nAnswer: ", str(parity(problem))
