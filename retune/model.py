@@ -83,3 +83,69 @@ def encode_example(tokenizer, prompt: str, target: str) -> tuple[list[int], list
     """(input_ids, labels) of one training example: loss on the target tokens only."""
     p, t = encode_context(tokenizer, prompt), encode_target(tokenizer, target)
     return p + t, [-100] * len(p) + t
+
+
+# --- pretrained models and LoRA ------------------------------------------------------------------------------
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+# SPEC §5: the paper's adapter. alpha = r, so the LoRA update is scaled by 1.
+PAPER_LORA = {"r": 64, "lora_alpha": 64, "lora_dropout": 0.05,
+              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def torch_dtype(dtype):
+    """A torch dtype from a name ('float32', 'bf16', ...) or a torch dtype; raises ValueError naming the choices."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return getattr(torch, DTYPES[dtype])
+
+
+def is_local_path(source: str) -> bool:
+    """Whether `source` names a directory on disk (as opposed to a hub id such as 'huggyllama/llama-7b')."""
+    import os
+
+    return os.path.exists(source) or source.startswith(("/", "./", "../", "~"))
+
+
+def load_pretrained(path_or_id: str, dtype="float32"):
+    """(model, tokenizer) of a pretrained causal LM from a local directory or a hub id, weights in `dtype`.
+
+    A local path that does not exist is an error here rather than a hub look-up: typos must not turn into downloads.
+    LLaMA tokenizers have no pad token; EOS doubles as pad, which is safe because training labels are built before
+    padding (the collator pads labels with -100, so a real EOS target is never masked).
+    """
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if is_local_path(path_or_id) and not os.path.isdir(os.path.expanduser(path_or_id)):
+        raise ValueError(f"model path {path_or_id!r} does not exist (expected a directory with config.json)")
+    path = os.path.expanduser(path_or_id)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation pads on the left; the training collator pads on its own
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def lora_config(lora=True):
+    """A peft LoraConfig: the paper's (r=64, alpha=64, dropout 0.05 on q/k/v/o) updated by `lora` when a dict."""
+    from peft import LoraConfig
+
+    options = dict(PAPER_LORA, **(lora if isinstance(lora, dict) else {}))
+    return LoraConfig(task_type="CAUSAL_LM", bias="none", **options)
+
+
+def with_lora(model, lora=True):
+    """`model` wrapped in a fresh LoRA adapter; only the adapter's weights train."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(lora))
