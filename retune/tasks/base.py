@@ -209,6 +209,8 @@ def parse_int(text: str, what: str = "integer") -> int:
     text = text.strip()
     if not text or not (text.isascii() and text.isdigit()):
         raise Malformed("unparseable_answer", f"expected a {what}, got {text[:40]!r}")
+    if len(text) > 4000:  # Python refuses longer int conversions; no answer here is that long
+        raise Malformed("unparseable_answer", f"a {what} of {len(text)} digits")
     return int(text)
 
 
