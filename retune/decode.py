@@ -1,0 +1,502 @@
+"""Decoding: generator backends and the recursive decoder, with a trace of every problem.
+
+A *generator* turns a batch of context strings into a batch of continuations (greedy, stopping at EOS or at a
+per-row token limit). Two backends: a Hugging Face causal LM (`HFGenerator`) and the `OracleGenerator`, which
+answers every context of the oracle call trees with its correct target. A new backend (vLLM, an API) only has
+to implement `generate`; the decoder never looks inside.
+
+The recursive decoder (`decode`) runs the Re-Tuning protocol (SPEC §1) level-synchronously: every unfinished
+problem has exactly one open context at any time (its call tree is walked depth-first), and all open contexts
+of all problems advance together in one batched `generate` per step. A turn containing `Call: X\\n` suspends
+its context; `X\\nSolution: ` is solved in a fresh context; its answer comes back as `Return: <answer>\\nAnswer: `
+and the caller resumes. Nothing the model writes can crash the decoder: every failure ends its problem with a
+named error kind (see ERROR_KINDS) and the batch goes on.
+
+Layering: imports tasks (and model for token ids) only; never evaluate/train/report.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Protocol, Sequence
+
+from .tasks import RECURSIVE_METHODS, SOLUTION, Malformed, Node, Task, check_method, return_text
+from .tasks.base import CALL_MARK, node_answer
+
+# --- error kinds -------------------------------------------------------------------------------------------
+# Malformed model output: the text cannot be read as the protocol says.
+MALFORMED_KINDS = ("call_without_newline", "text_after_call", "unparseable_answer")
+# Limits: the decoder refused to go on (each limit is a parameter of `Limits`).
+LIMIT_KINDS = ("token_limit", "depth_limit", "call_limit", "repeated_call", "tree_limit")
+ERROR_KINDS = MALFORMED_KINDS + LIMIT_KINDS
+
+
+# --- traces --------------------------------------------------------------------------------------------------
+@dataclass
+class TraceNode:
+    """One context of a decoded call tree, as the model actually wrote it.
+
+    `turns[i]` for i < len(calls) is a call turn; `returns[i]` is what came back for `calls[i]` (None for the
+    no_carryover ablation, where nothing is solved). `context` is the whole context at the end: the fresh
+    context `prompt + "\\nSolution: "` (for single-context methods: the method's top context) followed by the
+    turns and returns. `error` is set on the node where decoding of the problem stopped.
+    """
+
+    prompt: str
+    depth: int = 0
+    context: str = ""
+    turns: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    returns: list[str | None] = field(default_factory=list)
+    children: list["TraceNode"] = field(default_factory=list)
+    answer: str | None = None
+    tokens_in: int = 0  # context tokens fed, summed over this node's generations
+    tokens_out: int = 0  # tokens generated (EOS included), summed over this node's generations
+    error: str | None = None
+
+    def walk(self):
+        """Yield every node in pre-order (the order contexts were opened)."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["children"] = [c.to_dict() for c in self.children]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TraceNode":
+        d = dict(d)
+        d["children"] = [cls.from_dict(c) for c in d.get("children", [])]
+        return cls(**d)
+
+
+@dataclass
+class Trace:
+    """A decoded problem: its call tree plus the verdict. `error` is the kind that ended decoding (None if the
+    decoding finished normally; a finished but wrong answer has correct=False and error=None)."""
+
+    task: str
+    method: str
+    size: int
+    problem: Any  # JSON form of the task's problem (tuples become lists)
+    expected: Any
+    predicted: Any = None
+    correct: bool = False
+    error: str | None = None
+    variant: int = 0
+    root: TraceNode = field(default_factory=lambda: TraceNode(""))
+
+    @property
+    def contexts(self) -> int:
+        return sum(1 for _ in self.root.walk())
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(n.tokens_in for n in self.root.walk())
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(n.tokens_out for n in self.root.walk())
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("task", "method", "size", "problem", "expected", "predicted",
+                                            "correct", "error", "variant")}
+        d["root"] = self.root.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trace":
+        d = dict(d)
+        d["root"] = TraceNode.from_dict(d["root"])
+        return cls(**d)
+
+
+def jsonable(value: Any) -> Any:
+    """The JSON form of a problem or answer, so a trace equals itself after a save/load round trip."""
+    return json.loads(json.dumps(value))
+
+
+def save_traces(path, traces: Iterable[Trace]) -> None:
+    """One JSON object per line. ensure_ascii keeps any model output (lone surrogates too) writable."""
+    with open(path, "w", encoding="utf-8") as f:
+        for trace in traces:
+            f.write(json.dumps(trace.to_dict(), ensure_ascii=True) + "\n")
+
+
+def load_traces(path) -> list[Trace]:
+    with open(path, encoding="utf-8") as f:
+        return [Trace.from_dict(json.loads(line)) for line in f if line.strip()]
+
+
+# --- generators ------------------------------------------------------------------------------------------
+@dataclass
+class Generation:
+    """One continuation. `stopped` is True when the row ended at EOS, False when it hit its token limit."""
+
+    text: str
+    stopped: bool = True
+    tokens_in: int = 0
+    tokens_out: int = 0  # generated tokens, EOS included
+
+
+class Generator(Protocol):
+    """A batch of contexts in, one greedy continuation per context out (same order).
+
+    `max_new_tokens[i]` bounds row i (EOS counts as a token). Implementations may batch, sort and chunk as they
+    like; for a deterministic backend the result of a row must not depend on the other rows.
+    """
+
+    def generate(self, contexts: Sequence[str], max_new_tokens: Sequence[int]) -> list[Generation]: ...
+
+
+def oracle_targets(task: Task, problems: Iterable[Any], method: str) -> dict[str, str]:
+    """context -> correct target for every context of the problems' oracle trees (every training example)."""
+    targets = {}
+    for problem in problems:
+        for ex in task.examples(problem, method):
+            targets[ex.input] = ex.output
+    return targets
+
+
+class OracleGenerator:
+    """Answers every known context with its correct target; an unknown context gets the empty string (+EOS).
+
+    Tokens are counted as characters (exact for the character tokenizer) unless a tokenizer is given.
+    """
+
+    def __init__(self, targets: dict[str, str], tokenizer=None):
+        self.targets = targets
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def for_problems(cls, task: Task, problems: Iterable[Any], method: str, tokenizer=None) -> "OracleGenerator":
+        return cls(oracle_targets(task, problems, method), tokenizer)
+
+    def count(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text)
+        from .model import encode_context
+
+        return len(encode_context(self.tokenizer, text))
+
+    def generate(self, contexts, max_new_tokens):
+        out = []
+        for context, limit in zip(contexts, max_new_tokens):
+            target = self.targets.get(context, "")
+            n = self.count(target)
+            if n + 1 <= limit:  # the target and its EOS fit
+                out.append(Generation(target, True, self.count(context), n + 1))
+            else:  # as a model would: the first `limit` tokens, no EOS (char-exact only for char tokenizers)
+                out.append(Generation(target[:limit], False, self.count(context), limit))
+        return out
+
+    def exact(self, contexts: Sequence[str], targets: Sequence[str]) -> list[bool]:
+        """Teacher-forced exactness: the oracle is right exactly where the target is its own."""
+        return [self.targets.get(c) == t for c, t in zip(contexts, targets)]
+
+
+class HFGenerator:
+    """Greedy decoding with a Hugging Face causal LM: batched with left padding, KV cache via `generate`.
+
+    Contexts are sorted by length and cut into chunks of `batch_size` so padding stays small. Each row stops at
+    EOS or at its own limit (greedy decoding is deterministic, so truncating a longer generation to a row's
+    limit is the same as generating with that limit).
+
+    `forced` (benchmarks and tests only): context -> target text; those rows emit the target's tokens instead of
+    the argmax, at the same compute cost as greedy decoding (the model still runs every step). With `holes`=k
+    every k-th position (offset by a hash of the context) is left to the model, which mixes oracle text with
+    model text deterministically per context.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 128, forced: dict[str, str] | None = None,
+                 holes: int = 0):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.forced = forced
+        self.holes = holes
+
+    def encode(self, text: str) -> list[int]:
+        from .model import encode_context
+
+        return encode_context(self.tokenizer, text)
+
+    def decode_ids(self, ids: list[int]) -> str:
+        # keep every token the model wrote (an <unk> or <pad> it emits is part of its answer)
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _padded(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return ids.to(self.model.device), mask.to(self.model.device)
+
+    def generate(self, contexts, max_new_tokens):
+        import torch
+
+        encoded = [self.encode(c) for c in contexts]
+        order = sorted(range(len(contexts)), key=lambda i: len(encoded[i]))
+        out: list[Generation | None] = [None] * len(contexts)
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            ids, mask = self._padded([encoded[i] for i in rows])
+            limits = [max(1, int(max_new_tokens[i])) for i in rows]
+            kwargs = {}
+            if self.forced is not None:
+                kwargs["logits_processor"] = [self._forcing([contexts[i] for i in rows], ids.shape[1])]
+            with torch.no_grad():
+                seqs = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max(limits),
+                                           do_sample=False, eos_token_id=eos,
+                                           pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+            new = seqs[:, ids.shape[1]:].tolist()
+            for r, i in enumerate(rows):
+                gen = new[r][:limits[r]]
+                stop = gen.index(eos) if eos in gen else None
+                text_ids = gen if stop is None else gen[:stop]
+                out[i] = Generation(self.decode_ids(text_ids), stop is not None, len(encoded[i]),
+                                    len(gen) if stop is None else stop + 1)
+        return out
+
+    def _forcing(self, contexts: list[str], prompt_width: int):
+        import zlib
+
+        import torch
+        from transformers import LogitsProcessor
+
+        from .model import encode_target
+
+        targets = [encode_target(self.tokenizer, self.forced[c]) if c in self.forced else [] for c in contexts]
+        width = max([len(t) for t in targets] + [1])
+        table = torch.full((len(contexts), width), -1, dtype=torch.long)
+        for r, t in enumerate(targets):
+            table[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+        salts = torch.tensor([zlib.crc32(c.encode("utf-8", "surrogatepass")) for c in contexts])
+        holes = self.holes
+
+        class Force(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                step = input_ids.shape[1] - prompt_width
+                if step >= width:
+                    return scores
+                col = table[:, step].to(scores.device)
+                force = col >= 0
+                if holes:
+                    force &= ((salts + step) % holes != 0).to(scores.device)
+                if force.any():
+                    rows = force.nonzero().squeeze(1)
+                    scores[rows] = float("-inf")
+                    scores[rows, col[rows]] = 0.0
+                return scores
+
+        return Force()
+
+    def exact(self, contexts: Sequence[str], targets: Sequence[str], token_budget: int = 16384) -> list[bool]:
+        """Teacher forcing: is every greedy (argmax) token of the target right, EOS included? One forward pass
+        per chunk of (context + target) rows, left-padded with the same position ids `generate` uses."""
+        import torch
+
+        from .model import encode_target
+
+        pairs = [(self.encode(c), encode_target(self.tokenizer, t)) for c, t in zip(contexts, targets)]
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        out = [False] * len(pairs)
+        start = 0
+        while start < len(order):
+            # grow the chunk while (rows x longest row) stays within the token budget
+            end, width = start, 0
+            while end < len(order):
+                w = max(width, sum(map(len, pairs[order[end]])))
+                if end > start and w * (end - start + 1) > token_budget:
+                    break
+                width, end = w, end + 1
+            rows = order[start:end]
+            ids, mask = self._padded([pairs[i][0] + pairs[i][1] for i in rows])
+            position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            with torch.no_grad():
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+            predicted = logits.argmax(-1).tolist()
+            for r, i in enumerate(rows):
+                n = len(pairs[i][1])
+                # the logits at position p predict token p + 1: the target occupies the last n positions
+                out[i] = predicted[r][-n - 1:-1] == pairs[i][1]
+            start = end
+        return out
+
+
+# --- the recursive decoder -------------------------------------------------------------------------------
+@dataclass
+class Limits:
+    """What the decoder allows before it stops a problem with a `*_limit` error. None: the per-problem default."""
+
+    depth: int | None = None  # deepest call allowed (root = 0); default task.depth_limit(size)
+    calls: int = 4  # calls in one context
+    new_tokens: int | None = None  # tokens per generation; default 2 x the oracle tree's longest turn + 16
+    contexts: int | None = None  # contexts per problem (guards against endless fan-out); default 2 x oracle + 8
+
+
+def default_new_tokens(longest_target: int) -> int:
+    """Token limit sized to the longest legitimate target (in characters, which bounds tokens of any
+    tokenizer whose tokens are at least one character): room for a wrong but plausible answer, no more."""
+    return 2 * longest_target + 16
+
+
+@dataclass
+class _Open:
+    """A context being decoded: its trace node, its caller, and the problem it belongs to."""
+
+    node: TraceNode
+    parent: "_Open | None"
+    problem: int
+
+
+class _Problem:
+    """Per-problem decoding state: the trace under construction and its limits."""
+
+    def __init__(self, task: Task, method: str, problem: Any, limits: Limits):
+        self.task, self.method, self.problem = task, method, problem
+        size = task.size_of(problem)
+        examples = task.examples(problem, method)
+        self.top_context = examples[0].input
+        self.recursive = method in RECURSIVE_METHODS
+        self.depth_limit = limits.depth if limits.depth is not None else task.depth_limit(size)
+        self.call_limit = limits.calls
+        self.new_tokens = limits.new_tokens or default_new_tokens(max(len(e.output) for e in examples))
+        oracle_contexts = len({e.input for e in examples}) if self.recursive else 1
+        self.context_limit = limits.contexts or 2 * oracle_contexts + 8
+        self.contexts = 1
+        prompt = self.top_context[:-len(SOLUTION)] if self.recursive else self.top_context
+        root = TraceNode(prompt=prompt, depth=0, context=self.top_context)
+        self.trace = Trace(task.name, method, size, jsonable(problem), jsonable(task.solve(problem)),
+                           variant=task.variant, root=root)
+        self.done = False
+
+    def fail(self, node: TraceNode, kind: str) -> None:
+        node.error = kind
+        self.trace.error = kind
+        self.done = True
+
+    def finish(self, text: str) -> None:
+        """Score the top-level answer text; unreadable text is an error, never an exception."""
+        try:
+            predicted = self.task.final_answer(self.method, text)
+        except Malformed as e:
+            return self.fail(self.trace.root, e.kind)
+        except Exception:  # e.g. int() of a 10,000-digit string: still just an unreadable answer
+            return self.fail(self.trace.root, "unparseable_answer")
+        self.trace.predicted = jsonable(predicted)
+        self.trace.correct = self.trace.predicted == self.trace.expected
+        self.done = True
+
+
+def parse_call(turn: str) -> tuple[str | None, str | None]:
+    """(call prompt, error kind) of a turn: (None, None) for an answer turn. Text before `Call: ` is prose
+    (the DP turns explain themselves there); after it comes the sub-problem, a newline, then nothing."""
+    at = turn.find(CALL_MARK)
+    if at < 0:
+        return None, None
+    rest = turn[at + len(CALL_MARK):]
+    line, newline, after = rest.partition("\n")
+    if not newline:
+        return None, "call_without_newline"
+    if after:
+        return None, "text_after_call"
+    return line, None
+
+
+def _ancestors(open_: _Open):
+    while open_ is not None:
+        yield open_.node
+        open_ = open_.parent
+
+
+def _advance(state: _Problem, open_: _Open, gen: Generation) -> _Open | None:
+    """Record one generation in its context and return the context to generate in next (None: problem over)."""
+    node = open_.node
+    node.turns.append(gen.text)
+    node.tokens_in += gen.tokens_in
+    node.tokens_out += gen.tokens_out
+    node.context += gen.text
+    if not gen.stopped:
+        return state.fail(node, "token_limit")
+    if not state.recursive:  # single-context methods: one generation is the whole answer
+        node.answer = gen.text
+        return state.finish(gen.text)
+    call, error = parse_call(gen.text)
+    if error:
+        return state.fail(node, error)
+    if call is None:  # an answer: return it to the caller, or finish the problem at the top
+        node.answer = node_answer(gen.text)
+        if open_.parent is None:
+            return state.finish(gen.text)
+        parent = open_.parent
+        parent.node.returns.append(node.answer)
+        parent.node.context += return_text(state.method, node.answer)
+        return parent
+    if len(node.calls) + 1 > state.call_limit:
+        return state.fail(node, "call_limit")
+    node.calls.append(call)
+    if state.method == "no_carryover":  # the ablation: the call is written but never solved
+        node.returns.append(None)
+        node.context += return_text(state.method, "")
+        return open_
+    if any(a.prompt == call for a in _ancestors(open_)):
+        return state.fail(node, "repeated_call")
+    if node.depth + 1 > state.depth_limit:
+        return state.fail(node, "depth_limit")
+    if state.contexts + 1 > state.context_limit:
+        return state.fail(node, "tree_limit")
+    state.contexts += 1
+    child = TraceNode(prompt=call, depth=node.depth + 1, context=call + SOLUTION)
+    node.children.append(child)
+    return _Open(child, open_, open_.problem)
+
+
+def decode(task: Task, problems: Sequence[Any], method: str, generator: Generator, limits: Limits | None = None,
+           progress: bool | None = None) -> list[Trace]:
+    """Decode every problem with `method`; all open contexts advance together, one `generate` per step.
+
+    Returns one Trace per problem, in order. Never raises on model output. `progress`: a tqdm bar over steps
+    (None: only when the decoding is large enough to take a while).
+    """
+    check_method(method)
+    limits = limits or Limits()
+    states = [_Problem(task, method, p, limits) for p in problems]
+    open_ = [_Open(s.trace.root, None, i) for i, s in enumerate(states)]
+    bar = _bar(progress, len(states), f"decode {task.name}/{method}")
+    while open_:
+        gens = generator.generate([o.node.context for o in open_], [states[o.problem].new_tokens for o in open_])
+        if len(gens) != len(open_):
+            raise RuntimeError(f"generator returned {len(gens)} generations for {len(open_)} contexts")
+        following = []
+        for o, g in zip(open_, gens):
+            nxt = _advance(states[o.problem], o, g)
+            if nxt is not None:
+                following.append(nxt)
+        if bar is not None:
+            bar.update(len(open_) - len(following))
+        open_ = following
+    if bar is not None:
+        bar.close()
+    return [s.trace for s in states]
+
+
+def decode_one_by_one(task: Task, problems: Sequence[Any], method: str, generator: Generator,
+                      limits: Limits | None = None) -> list[Trace]:
+    """The reference schedule: one problem at a time, batch size 1 (for tests and the benchmark)."""
+    return [decode(task, [p], method, generator, limits, progress=False)[0] for p in problems]
+
+
+def _bar(progress: bool | None, total: int, desc: str):
+    if progress is False or (progress is None and total < 64):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="problem", leave=False, mininterval=1.0)
+
+
