@@ -1,0 +1,531 @@
+"""Fine-tuning through transformers' Trainer: completion-only loss, LoRA or full fine-tuning, checkpoints that
+survive a kill, a run cache keyed by everything that determines the result, and measurements beside the model.
+
+    run_dir = train("tiny", ["data/addition_retuning.jsonl"], TrainConfig(max_steps=2000))
+    model, tokenizer = load_trained(run_dir)
+
+A run directory holds: run.json (what went in, and the cache key), model/ (full weights) or adapter/ (LoRA only,
+the base is rebuilt from run.json), tokenizer/, measurements.json (written last: its presence means "finished"),
+and checkpoints/ while the run is in progress.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from .model import TinyConfig, char_tokenizer, encode_example, is_local_path, load_pretrained, tiny_llama, with_lora
+
+
+@dataclass
+class TrainConfig:
+    """Everything the trainer needs, as plain data. Defaults suit a tiny model trained from scratch on CPU;
+    `PAPER` below holds the paper's settings (SPEC §5)."""
+
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    epochs: float = 1.0  # passes over the data; ignored when max_steps > 0
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs
+    batch_size: int = 32  # examples per forward pass (per device)
+    grad_accum: int = 1  # forward passes per optimizer step; effective batch = batch_size * grad_accum
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    lr_schedule: str = "linear"  # "linear" decays to 0 (MEASURED: decaying matters for tiny models), or any
+    #                              transformers schedule name, e.g. "constant_with_warmup" (the paper's)
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 10.0  # gradient-norm clip (the paper's 10)
+    seed: int = 0  # seeds the trainer, dropout and the data order
+    save_steps: int = 200  # checkpoint every this many optimizer steps, so a killed run loses at most this many
+    max_length: int = 2048  # longest example (prompt + target + EOS) in tokens; longer ones are dropped and counted
+    dtype: str = "float32"  # weights dtype of a pretrained base model (the paper trains fp32 weights)
+    bf16: str | bool = "auto"  # bf16 autocast; "auto" = on when CUDA is available (paper profile), never on CPU
+    lora: bool | dict | None = None  # True: the paper's adapter (r=64, alpha=64, dropout .05, q/k/v/o); a dict
+    #                                  overrides its keys; False: full fine-tuning; None: LoRA for a pretrained
+    #                                  base, full fine-tuning for tiny models and our own runs
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    logging_steps: int = 50  # loss logged every this many steps (into measurements.json)
+    progress: bool = True  # the Trainer's tqdm progress bar
+
+
+PAPER = TrainConfig(lr=2e-4, epochs=1.0, batch_size=4, grad_accum=32, warmup_steps=1,
+                    lr_schedule="constant_with_warmup", max_grad_norm=10.0, max_length=2048, lora=True)
+
+# Keys that change how a run is carried out but not what it produces: left out of the cache key.
+NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress")
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {str(path)!r} does not exist (--data expects a JSONL file from `retune data`)")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Encoded examples (prompt labels -100, EOS after the target) and the number dropped for being too long.
+
+    Too-long examples are dropped, not truncated: a truncated target would teach the model to stop mid-answer."""
+    examples, dropped = [], 0
+    for r in records:
+        ids, labels = encode_example(tokenizer, r["input"], r["output"])
+        if len(ids) > max_length:
+            dropped += 1
+            continue
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples, dropped
+
+
+class CompletionCollator:
+    """Pads a batch on the right (positions then start at 0, as in generation) and counts real and padded tokens.
+
+    Labels were built per example (prompt -100, target, EOS), so padding them with -100 never masks a real EOS
+    even when the pad token is EOS (LLaMA)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+        self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[row, :n] = torch.tensor(b["input_ids"])
+            labels[row, :n] = torch.tensor(b["labels"])
+            mask[row, :n] = 1
+        real = int(mask.sum())
+        self.real_tokens += real
+        self.padded_tokens += ids.numel() - real
+        self.batch_tokens.append(real)
+        self.examples += len(batch)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    @property
+    def padding_fraction(self) -> float:
+        return self.padded_tokens / max(self.real_tokens + self.padded_tokens, 1)
+
+
+class LengthGroupedSampler:
+    """Shuffled batches of similar length, so little of each batch is padding.
+
+    Like transformers' LengthGroupedSampler (shuffle, sort within mega-batches of 50 batches, cut into batches), but
+    the order is a function of (seed, epoch) only: a run resumed mid-training sees exactly the batches the
+    uninterrupted run saw, which the global RNG state at the start of a resumed epoch would not guarantee."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega: int = 50):
+        self.lengths, self.batch_size, self.seed, self.mega, self.epoch = lengths, batch_size, seed, mega, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (via accelerate) at every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start:start + size], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        # Shuffle whole batches, but keep a short last batch last: the DataLoader cuts the flat index list every
+        # batch_size indices, so a short batch in the middle would shift every later batch.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        return iter([i for b in full + short for i in b])
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """The fraction of positions that are padding when `batches` (lists of example indices) are padded."""
+    real = sum(lengths[i] for b in batches for i in b)
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - real / max(total, 1)
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+def is_run_dir(source) -> bool:
+    return (Path(str(source)).expanduser() / "run.json").is_file()
+
+
+def base_identity(source: str, model_config: dict | None = None, dtype: str = "float32") -> tuple[str, dict]:
+    """(kind, identity) of a base model without loading it, so a cache hit costs no model load. kind is "tiny",
+    "run" (one of our finished runs) or "pretrained" (a local model directory or a hub id)."""
+    if source == "tiny":
+        return "tiny", {"tiny": asdict(TinyConfig(**(model_config or {})))}
+    if model_config:
+        raise ValueError("model_config only applies to --model tiny")
+    if is_run_dir(source):
+        return "run", {"run": json.loads((Path(source).expanduser() / "run.json").read_text())["key"]}
+    local = Path(source).expanduser()
+    if local.is_dir():  # a local model: identified by its files' content, wherever it lies
+        return "pretrained", {"pretrained_files": model_files_fingerprint(local), "dtype": dtype}
+    return "pretrained", {"pretrained": source, "dtype": dtype}
+
+
+def model_files_fingerprint(directory: Path) -> str:
+    """A cheap content fingerprint of a model directory: config.json in full, and each weights file's size with
+    its first and last MiB (hashing all of a 13 GB checkpoint would take longer than many runs)."""
+    digest = hashlib.sha256()
+    for f in sorted(directory.iterdir()):
+        if f.name == "config.json":
+            digest.update(f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin"):
+            size = f.stat().st_size
+            with f.open("rb") as fh:
+                head = fh.read(1 << 20)
+                fh.seek(max(size - (1 << 20), 0))
+                tail = fh.read()
+            digest.update(f"{f.name}:{size}".encode() + head + tail)
+    return digest.hexdigest()
+
+
+def load_base(source: str, model_config: dict | None = None, dtype: str = "float32"):
+    """(model, tokenizer) of a base model: "tiny" (random init from TinyConfig), one of our finished runs (LoRA
+    merged in, so a new adapter or full fine-tuning starts from its weights), or a pretrained causal LM."""
+    if source == "tiny":
+        tok = char_tokenizer()
+        return tiny_llama(TinyConfig(**(model_config or {})), tok), tok
+    if is_run_dir(source):
+        model, tok = load_trained(source, merge=True)
+        return model.train(), tok
+    return load_pretrained(source, dtype)
+
+
+def load_trained(run_dir, merge: bool = False):
+    """(model, tokenizer) of a finished run, in eval mode on CPU. A LoRA run comes back as a PeftModel over its
+    rebuilt base; `merge=True` folds the adapter into the base weights (a plain model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / "measurements.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a finished run (no measurements.json)")
+    run = json.loads((run_dir / "run.json").read_text())
+    tok = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    if (run_dir / "model").is_dir():
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    else:
+        from peft import PeftModel
+
+        base, _ = load_base(run["model"], run.get("model_config"), run["config"]["dtype"])
+        model = PeftModel.from_pretrained(base, run_dir / "adapter")
+        if merge:
+            model = model.merge_and_unload()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model.eval(), tok
+
+
+# --- the run cache ---------------------------------------------------------------------------------------
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_identity(path) -> dict:
+    """sha256, task and method of a dataset: from its manifest (<file>.manifest.json) when there is one, else
+    from the file's bytes and first record."""
+    path = Path(path)
+    manifest = path.with_name(path.name + ".manifest.json")
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        params = m.get("parameters", {})
+        return {"sha256": m["sha256"], "task": params.get("task", m.get("task")),
+                "method": params.get("method", m.get("method"))}
+    first = read_jsonl(path)[:1] or [{}]
+    return {"sha256": file_sha256(path), "task": first[0].get("task"), "method": first[0].get("method")}
+
+
+def run_key(base_identity: dict, data: list[dict], config: TrainConfig) -> str:
+    """A hash of everything that determines a run's result."""
+    train_part = {k: v for k, v in asdict(config).items() if k not in NOT_IN_KEY}
+    blob = json.dumps({"base": base_identity, "data": data, "train": train_part}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_name(data: list[dict], key: str) -> str:
+    """runs/<task>-<method>-<key prefix>: readable, and unique through the key."""
+    tasks = "+".join(sorted({d["task"] or "data" for d in data}))
+    methods = "+".join(sorted({d["method"] or "any" for d in data}))
+    return f"{tasks}-{methods}-{key[:16]}"
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+def use_lora(config: TrainConfig, kind: str):
+    """The LoRA setting of a run: explicit when given, else LoRA only for a pretrained base."""
+    return config.lora if config.lora is not None else kind == "pretrained"
+
+
+def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
+    from transformers import TrainingArguments
+
+    bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
+    if bf16 and not cuda:
+        raise ValueError("bf16=True needs a CUDA device; use bf16='auto' or False on CPU")
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_schedule,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,  # the last two: if a kill lands while the newest is being written, the older is whole
+        logging_steps=config.logging_steps,
+        bf16=bf16,
+        use_cpu=not cuda,
+        remove_unused_columns=False,  # our collator needs input_ids and labels as they are
+        dataloader_num_workers=0,  # the collator counts tokens; workers would count in other processes
+        report_to="none",
+        disable_tqdm=not config.progress,
+    )
+
+
+def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
+    """A transformers Trainer over `examples` with our collator and length-grouped, seed-determined sampler."""
+    import torch
+    from transformers import Trainer
+
+    sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
+
+    class RetuneTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return sampler
+
+    collator = CompletionCollator(tokenizer.pad_token_id)
+    args = training_arguments(config, output_dir, torch.cuda.is_available())
+    return RetuneTrainer(model=model, args=args, train_dataset=examples, data_collator=collator,
+                         callbacks=list(callbacks)), collator
+
+
+def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = None, runs_dir="runs",
+          model_config: dict | None = None, callbacks=()) -> Path:
+    """Fine-tune `model_source` ("tiny", one of our run dirs, a local model or a hub id) on the JSONL datasets and
+    return the run directory. A finished run with the same key is returned at once, without training; an
+    interrupted one resumes from its last checkpoint."""
+    import torch
+
+    config = config if isinstance(config, TrainConfig) else make_config(config or {})
+    paths = [Path(p) for p in ([dataset_paths] if isinstance(dataset_paths, (str, Path)) else dataset_paths)]
+    if not paths:
+        raise ValueError("dataset_paths is empty: give at least one JSONL file (--data)")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"dataset {str(p)!r} does not exist (--data expects a JSONL file)")
+    if model_source != "tiny" and is_local_path(model_source) and not Path(model_source).expanduser().is_dir():
+        raise ValueError(f"--model {model_source!r}: no such directory (use 'tiny', a model dir, a run dir or a hub id)")
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+
+    start = time.perf_counter()
+    kind, identity = base_identity(model_source, model_config, config.dtype)
+    data = [data_identity(p) for p in paths]
+    key = run_key(identity, data, config)
+    run_dir = Path(runs_dir) / run_name(data, key)
+    if (run_dir / "measurements.json").is_file():
+        return run_dir  # cached: nothing loaded, nothing trained
+
+    model, tok = load_base(model_source, model_config, config.dtype)
+
+    lora = use_lora(config, kind)
+    if lora:
+        model = with_lora(model, lora)
+    records = [r for p in paths for r in read_jsonl(p)]
+    examples, dropped = tokenize(records, tok, config.max_length)
+    if not examples:
+        raise ValueError(f"no training examples: all {len(records)} records are longer than max_length={config.max_length}")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Local sources are recorded absolute, so load_trained can rebuild a LoRA run's base from any directory.
+    source_ref = model_source if kind == "tiny" or not Path(model_source).expanduser().is_dir() \
+        else str(Path(model_source).expanduser().resolve())
+    run = {"key": key, "model": source_ref, "model_kind": kind, "model_config": model_config, "base": identity,
+           "data": [dict(d, path=str(p)) for d, p in zip(data, paths)], "config": asdict(config),
+           "lora": lora if lora is not True else "paper"}
+    (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+
+    checkpoints = run_dir / "checkpoints"
+    resume = last_checkpoint(checkpoints)
+    trainer, collator = make_trainer(model, tok, examples, config, checkpoints, callbacks)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    train_start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = time.perf_counter() - train_start
+
+    save_model(trainer.model, tok, run_dir, bool(lora))
+    m = measurements(examples, dropped, collator, config, train_seconds, time.perf_counter() - start,
+                     trainer, result, resume)
+    write_json_atomic(run_dir / "measurements.json", m)  # last: marks the run finished
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return run_dir
+
+
+def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:
+    model.save_pretrained(run_dir / ("adapter" if lora else "model"))
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
+    import torch
+
+    out = {"rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "python": sys.version.split()[0]}
+
+
+def stats(values: list[int]) -> dict:
+    return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
+
+
+def measurements(examples, dropped, collator, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:
+    """What a run cost and saw. Throughput counts real (non-padding) tokens of the batches run in this process
+    (a resumed run counts only what it ran after the checkpoint)."""
+    return {
+        "examples": len(examples),
+        "dropped_too_long": dropped,
+        "tokens_per_example": stats([len(e["input_ids"]) for e in examples]),
+        "target_tokens_per_example": stats([sum(x != -100 for x in e["labels"]) for e in examples]),
+        "tokens_per_batch": stats(collator.batch_tokens),
+        "padding_fraction": round(collator.padding_fraction, 4),
+        "examples_per_s": round(collator.examples / train_seconds, 2),
+        "tokens_per_s": round(collator.real_tokens / train_seconds, 1),
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
+        "train_seconds": round(train_seconds, 2),
+        "wall_seconds": round(wall_seconds, 2),
+        "resumed_from": resume.name if resume else None,
+        "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
+        **peak_memory_mb(),
+        "versions": versions(),
+        "seed": config.seed,
+        "config": asdict(config),
+    }
+
+
+# --- configuration and the CLI ---------------------------------------------------------------------------
+
+def make_config(overrides: dict, base: TrainConfig | None = None) -> TrainConfig:
+    """A TrainConfig from `base` with `overrides`; an unknown key is an error naming the allowed ones."""
+    allowed = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    values = asdict(base or TrainConfig())
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def parse_value(text: str):
+    """A --config value as YAML reads it: 3e-4 -> float, 100 -> int, true -> bool, {r: 8} -> dict."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--config expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def read_profile(path) -> tuple[dict, dict]:
+    """(train settings, model config) from a profile YAML: keys under `train:` (or at top level) and an optional
+    `model:` mapping of TinyConfig keys."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--profile {str(path)!r} does not exist")
+    doc = yaml.safe_load(path.read_text()) or {}
+    train_part = doc.get("train", {k: v for k, v in doc.items() if k != "model"})
+    model_part = doc.get("model") or {}
+    unknown = sorted(set(model_part) - {f.name for f in fields(TinyConfig)})
+    if unknown:
+        raise ValueError(f"unknown model key(s) {', '.join(unknown)} in {path}; allowed: "
+                         f"{', '.join(f.name for f in fields(TinyConfig))}")
+    return train_part, model_part
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("train", help="fine-tune a model on JSONL datasets (cached by content)",
+                              description="Fine-tune a tiny model from scratch, one of our runs, or a pretrained "
+                                          "causal LM on one or more datasets; prints the run directory.")
+    p.add_argument("--data", action="append", required=True, metavar="FILE.jsonl",
+                   help="training data (repeatable; the files are concatenated)")
+    p.add_argument("--model", default="tiny", help="'tiny', a run directory, a local model directory or a hub id")
+    p.add_argument("--profile", help="YAML with train settings (under `train:`) and a tiny `model:` config")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a train setting (repeatable); keys: {', '.join(f.name for f in fields(TrainConfig))}")
+    p.add_argument("--paper", action="store_true", help="start from the paper's settings (SPEC §5) instead of ours")
+    p.add_argument("--lora", choices=["on", "off", "auto"], default=None,
+                   help="LoRA adapter (paper's r=64) or full fine-tuning; auto: LoRA for pretrained bases only")
+    p.add_argument("--runs-dir", "--out", dest="runs_dir", default="runs", help="where runs are cached")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args) -> Path:
+    train_part, model_part = read_profile(args.profile) if args.profile else ({}, {})
+    overrides = {**train_part, **parse_overrides(args.config)}
+    if args.lora is not None:
+        overrides["lora"] = {"on": True, "off": False, "auto": None}[args.lora]
+    config = make_config(overrides, PAPER if args.paper else None)
+    if model_part and args.model != "tiny":
+        model_part = {}  # a profile's tiny config does not apply to a pretrained or continued model
+    run_dir = train(args.model, args.data, config, args.runs_dir, model_part or None)
+    print(run_dir)
+    return run_dir
