@@ -436,6 +436,7 @@ def measurements(examples, dropped, collator, config, train_seconds, wall_second
         "tokens_per_example": stats([len(e["input_ids"]) for e in examples]),
         "target_tokens_per_example": stats([sum(x != -100 for x in e["labels"]) for e in examples]),
         "tokens_per_batch": stats(collator.batch_tokens),
+        "batches_run": len(collator.batch_tokens),
         "padding_fraction": round(collator.padding_fraction, 4),
         "examples_per_s": round(collator.examples / train_seconds, 2),
         "tokens_per_s": round(collator.real_tokens / train_seconds, 1),
@@ -462,8 +463,21 @@ def make_config(overrides: dict, base: TrainConfig | None = None) -> TrainConfig
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     values = asdict(base or TrainConfig())
-    values.update(overrides)
+    values.update({k: coerce(k, v, type(values[k])) for k, v in overrides.items()})
     return TrainConfig(**values)
+
+
+def coerce(key: str, value, kind: type):
+    """Numbers as the field wants them: YAML reads `3e-4` (no dot) as a string, and `1` where a float is meant."""
+    if kind not in (int, float) or isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (kind is int and not number.is_integer()):
+        raise ValueError(f"config key {key} must be {'an integer' if kind is int else 'a number'}; got {value!r}")
+    return kind(number)
 
 
 def parse_value(text: str):
