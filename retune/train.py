@@ -83,14 +83,13 @@ def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict
 
 
 class CompletionCollator:
-    """Pads a batch on the right (positions then start at 0, as in generation) and counts real and padded tokens.
+    """Pads a batch on the right (positions then start at 0, as in generation).
 
     Labels were built per example (prompt -100, target, EOS), so padding them with -100 never masks a real EOS
     even when the pad token is EOS (LLaMA)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
-        self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
 
     def __call__(self, batch: list[dict]) -> dict:
         import torch
@@ -104,12 +103,22 @@ class CompletionCollator:
             ids[row, :n] = torch.tensor(b["input_ids"])
             labels[row, :n] = torch.tensor(b["labels"])
             mask[row, :n] = 1
-        real = int(mask.sum())
-        self.real_tokens += real
-        self.padded_tokens += ids.numel() - real
-        self.batch_tokens.append(real)
-        self.examples += len(batch)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class TokenCounter:
+    """Real and padded tokens of the batches actually trained on (counted at the training step: the data loader
+    collates one batch ahead, so counting in the collator would include a batch that never trains)."""
+
+    def __init__(self):
+        self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
+
+    def add(self, attention_mask) -> None:
+        real = int(attention_mask.sum())
+        self.real_tokens += real
+        self.padded_tokens += attention_mask.numel() - real
+        self.batch_tokens.append(real)
+        self.examples += attention_mask.shape[0]
 
     @property
     def padding_fraction(self) -> float:
@@ -307,27 +316,34 @@ def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
         bf16=bf16,
         use_cpu=not cuda,
         remove_unused_columns=False,  # our collator needs input_ids and labels as they are
-        dataloader_num_workers=0,  # the collator counts tokens; workers would count in other processes
+        dataloader_num_workers=0,  # tiny batches collate in microseconds; workers would only add start-up time
         report_to="none",
         disable_tqdm=not config.progress,
     )
 
 
 def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
-    """A transformers Trainer over `examples` with our collator and length-grouped, seed-determined sampler."""
+    """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
+    seed-determined sampler."""
     import torch
     from transformers import Trainer
 
     sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
 
+    counter = TokenCounter()
+
     class RetuneTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             return sampler
 
-    collator = CompletionCollator(tokenizer.pad_token_id)
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            counter.add(inputs["attention_mask"])
+            return super().training_step(model, inputs, num_items_in_batch)
+
     args = training_arguments(config, output_dir, torch.cuda.is_available())
-    return RetuneTrainer(model=model, args=args, train_dataset=examples, data_collator=collator,
-                         callbacks=list(callbacks)), collator
+    trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
+                            data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=list(callbacks))
+    return trainer, counter
 
 
 def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = None, runs_dir="runs",
@@ -378,7 +394,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
 
     checkpoints = run_dir / "checkpoints"
     resume = last_checkpoint(checkpoints)
-    trainer, collator = make_trainer(model, tok, examples, config, checkpoints, callbacks)
+    trainer, counter = make_trainer(model, tok, examples, config, checkpoints, callbacks)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     train_start = time.perf_counter()
@@ -386,7 +402,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     train_seconds = time.perf_counter() - train_start
 
     save_model(trainer.model, tok, run_dir, bool(lora))
-    m = measurements(examples, dropped, collator, config, train_seconds, time.perf_counter() - start,
+    m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
                      trainer, result, resume)
     write_json_atomic(run_dir / "measurements.json", m)  # last: marks the run finished
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -427,7 +443,7 @@ def stats(values: list[int]) -> dict:
     return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
 
 
-def measurements(examples, dropped, collator, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:
+def measurements(examples, dropped, counter, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:
     """What a run cost and saw. Throughput counts real (non-padding) tokens of the batches run in this process
     (a resumed run counts only what it ran after the checkpoint)."""
     return {
@@ -435,11 +451,11 @@ def measurements(examples, dropped, collator, config, train_seconds, wall_second
         "dropped_too_long": dropped,
         "tokens_per_example": stats([len(e["input_ids"]) for e in examples]),
         "target_tokens_per_example": stats([sum(x != -100 for x in e["labels"]) for e in examples]),
-        "tokens_per_batch": stats(collator.batch_tokens),
-        "batches_run": len(collator.batch_tokens),
-        "padding_fraction": round(collator.padding_fraction, 4),
-        "examples_per_s": round(collator.examples / train_seconds, 2),
-        "tokens_per_s": round(collator.real_tokens / train_seconds, 1),
+        "tokens_per_batch": stats(counter.batch_tokens),
+        "batches_run": len(counter.batch_tokens),
+        "padding_fraction": round(counter.padding_fraction, 4),
+        "examples_per_s": round(counter.examples / train_seconds, 2),
+        "tokens_per_s": round(counter.real_tokens / train_seconds, 1),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],

@@ -60,7 +60,10 @@ def test_collator_masks_prompt_and_padding_keeps_eos():
     assert tok.decode(target[:-1]) == "3" and target[-1] == tok.eos_token_id
     assert (labels[0, : len(encode_context(tok, "1 + 2\nAnswer: "))] == -100).all()
     assert (labels[0, n:] == -100).all()
-    assert collate.padded_tokens == len(b[0]) - n and collate.real_tokens == n + len(b[0])
+    counter = T.TokenCounter()
+    counter.add(mask)
+    assert counter.padded_tokens == len(b[0]) - n and counter.real_tokens == n + len(b[0])
+    assert counter.padding_fraction == pytest.approx((len(b[0]) - n) / (2 * len(b[0])))
 
 
 def test_collator_with_eos_as_pad_keeps_target_eos():
