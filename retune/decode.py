@@ -89,6 +89,11 @@ class Trace:
     root: TraceNode = field(default_factory=lambda: TraceNode(""))
 
     @property
+    def outcome(self) -> str:
+        """Every problem's named outcome: `correct`, `wrong_answer` (well-formed but wrong) or an error kind."""
+        return "correct" if self.correct else (self.error or "wrong_answer")
+
+    @property
     def contexts(self) -> int:
         return sum(1 for _ in self.root.walk())
 

@@ -163,6 +163,7 @@ def summarize(traces: Sequence[Trace], trained_max: int | None = None, oracles: 
             n = sum(v[1] for s, v in by_size.items() if keep(s))
             out[name] = rate(k, n)
     out["errors"] = dict(Counter(t.error for t in traces if t.error))
+    out["outcomes"] = dict(Counter(t.outcome for t in traces))
     if oracles is not None:
         kinds, depths = Counter(), defaultdict(Counter)
         for t, o in zip(traces, oracles):
