@@ -1,0 +1,160 @@
+"""`retune reproduce`: run every notebook of notebooks/ in order, under one profile, with papermill.
+
+Each notebook answers one question of the paper; the runner executes them in file-name order (00_..., 01_...)
+with the merged profile (profiles/base.yaml + profiles/<name>.yaml) injected as papermill parameters, and keeps
+the executed copies, outputs included, under results/notebooks/<profile>/. A notebook that raises stops the run
+with an error naming the notebook and its failing cell.
+
+Resuming: after a notebook succeeds the runner writes a done-marker holding a hash of the notebook's content and
+the parameters. A second run skips every notebook whose executed copy exists and whose marker matches, so an
+interrupted reproduction picks up where it stopped (`--force` runs everything again). The expensive steps inside
+a notebook (datasets, training, evaluation) are cached separately by retune.experiments, so a re-run notebook is
+cheap too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from .profiles import available, load_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = ROOT / "notebooks"
+EXECUTED_DIR = ROOT / "results" / "notebooks"
+KERNEL = "retune"  # installed into the venv by `make install`
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised (or its kernel died). The message names the notebook and the failing cell."""
+
+    def __init__(self, notebook: str, message: str, cell: int | None = None, executed: Path | None = None):
+        self.notebook, self.cell, self.executed = notebook, cell, executed
+        super().__init__(message)
+
+
+def notebooks(directory: Path | str = NOTEBOOKS_DIR, only: str | None = None) -> list[Path]:
+    """The notebooks to run, in order (file names start with their number, so name order is run order).
+
+    `only` picks one: a file name, a stem, or its number prefix ("03")."""
+    found = sorted(p for p in Path(directory).glob("*.ipynb") if not p.name.startswith("."))
+    if only is None:
+        return found
+    key = Path(only).name
+    picked = [p for p in found if key in (p.name, p.stem) or p.name.split("_", 1)[0] == key]
+    if not picked:
+        names = ", ".join(p.name for p in found) or "(none)"
+        raise ValueError(f"--only {only!r} matches no notebook in {directory}; notebooks: {names}")
+    return picked
+
+
+def fingerprint(notebook: Path, parameters: dict) -> str:
+    """What decides a notebook's result as far as the runner knows: its content and its parameters."""
+    h = hashlib.sha256(Path(notebook).read_bytes())
+    h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def marker_path(executed: Path) -> Path:
+    return executed.with_name(executed.stem + ".done.json")
+
+
+def is_done(notebook: Path, executed: Path, parameters: dict) -> bool:
+    marker = marker_path(executed)
+    if not (executed.is_file() and marker.is_file()):
+        return False
+    try:
+        return json.loads(marker.read_text())["hash"] == fingerprint(notebook, parameters)
+    except (ValueError, KeyError):
+        return False
+
+
+def check_parameters(parameters: dict) -> None:
+    """papermill injects each key as a Python variable: keys must be identifiers."""
+    bad = [k for k in parameters if not (isinstance(k, str) and k.isidentifier())]
+    if bad:
+        raise ValueError(f"profile keys must be Python identifiers to become notebook parameters; got {bad}")
+
+
+def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: str = KERNEL,
+                 progress: bool = True) -> None:
+    """Execute one notebook with papermill into `executed`; raise NotebookFailed naming the failing cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel_name,
+                            progress_bar=progress, cwd=str(notebook.parent))
+    except PapermillExecutionError as err:
+        # exec_count is the [n] shown beside the cell; papermill's injected-parameters cell counts too
+        first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
+        raise NotebookFailed(
+            notebook.name,
+            f"notebook {notebook.name} failed in cell [{err.exec_count}] ({err.ename}: {err.evalue})\n"
+            f"  cell starts: {first_line[:120]}\n  executed copy with the traceback: {executed}",
+            err.exec_count, executed) from err
+    except Exception as err:  # the kernel died, could not start, timed out ...
+        raise NotebookFailed(notebook.name, f"notebook {notebook.name} failed: {type(err).__name__}: {err}\n"
+                                            f"  executed copy (if any): {executed}", None, executed) from err
+
+
+def reproduce(profile: dict, notebooks_dir: Path | str = NOTEBOOKS_DIR, executed_dir: Path | str | None = None,
+              only: str | None = None, force: bool = False, kernel_name: str = KERNEL, progress: bool = True,
+              log=print) -> list[dict]:
+    """Run the notebooks in order under `profile` (a merged profile dict, which becomes the parameters).
+
+    Returns one record per notebook: name, status ("ran" or "skipped"), seconds, executed path."""
+    check_parameters(profile)
+    todo = notebooks(notebooks_dir, only)
+    if not todo:
+        raise ValueError(f"no notebooks in {notebooks_dir}")
+    out_dir = Path(executed_dir) if executed_dir else EXECUTED_DIR / str(profile.get("profile", "default"))
+    records = []
+    for i, notebook in enumerate(todo, 1):
+        executed = out_dir / notebook.name
+        head = f"[{i}/{len(todo)}] {notebook.name}"
+        if not force and is_done(notebook, executed, profile):
+            log(f"{head}: done before, skipped ({executed})")
+            records.append({"notebook": notebook.name, "status": "skipped", "seconds": 0.0, "executed": executed})
+            continue
+        log(f"{head}: running")
+        marker = marker_path(executed)
+        marker.unlink(missing_ok=True)  # a run cut short must not look finished
+        started = time.perf_counter()
+        run_notebook(notebook, executed, profile, kernel_name, progress)
+        seconds = round(time.perf_counter() - started, 1)
+        marker.write_text(json.dumps({"hash": fingerprint(notebook, profile), "seconds": seconds,
+                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        log(f"{head}: done in {seconds} s")
+        records.append({"notebook": notebook.name, "status": "ran", "seconds": seconds, "executed": executed})
+    return records
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="run every notebook under a profile (the main job)",
+                              description="Execute notebooks/NN_*.ipynb in order with papermill, parameters from "
+                                          "the profile; executed copies go to results/notebooks/<profile>/. "
+                                          "Finished notebooks are skipped on a second run.")
+    p.add_argument("--profile", default="cpu",
+                   help=f"profile name ({', '.join(n for n in available() if n != 'base')}) or a YAML path; "
+                        "merged over profiles/base.yaml")
+    p.add_argument("--model", help="pretrained model (local path or hub id) instead of the profile's")
+    p.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (file name, stem or number)")
+    p.add_argument("--force", action="store_true", help="run notebooks even if their executed copy is current")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args) -> list[dict]:
+    overrides = {"model": args.model} if args.model else {}
+    profile = load_profile(args.profile, overrides)
+    try:
+        records = reproduce(profile, only=args.only, force=args.force)
+    except NotebookFailed as err:
+        raise SystemExit(f"retune reproduce: error: {err}") from None
+    print(f"\nexecuted notebooks: {EXECUTED_DIR / str(profile['profile'])}")
+    for key, what in (("results_dir", "tables"), ("figures_dir", "figures")):
+        path = Path(profile.get(key, key.split("_")[0]))
+        print(f"{what}: {path if path.is_absolute() else ROOT / path}")
+    return records

@@ -1,0 +1,184 @@
+"""The notebook runner on a temporary folder of trivial notebooks, and profile loading. A kernel starts in about
+a second, so each notebook run here costs one or two seconds."""
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from retune import reproduce as rp
+from retune.profiles import available, from_parameters, load_profile, merge
+
+pytest.importorskip("papermill")
+
+KERNELSPEC = {"name": "retune", "display_name": "retune (.venv)", "language": "python"}
+
+
+def kernel_available():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "retune" in KernelSpecManager().find_kernel_specs()
+
+
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason="kernel 'retune' not installed (make install)")
+
+
+def write_notebook(path: Path, *cells: str, parameters: str = "profile = 'smoke'\nseeds = [0]") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def outputs(executed: Path) -> str:
+    nb = nbformat.read(executed, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+# --- profiles ----------------------------------------------------------------------------------------------
+def test_profiles_merge_over_base_and_later_wins(tmp_path):
+    (tmp_path / "base.yaml").write_text("profile: base\ntrain: {lr: 1.0e-3, max_steps: 100}\nseeds: [0, 1]\n")
+    (tmp_path / "small.yaml").write_text("train: {max_steps: 5}\nseeds: [7]\n")
+    extra = tmp_path / "extra.yml"
+    extra.write_text("seeds: [9]\n")
+    p = load_profile("small", directory=tmp_path)
+    assert p == {"profile": "small", "train": {"lr": 1e-3, "max_steps": 5}, "seeds": [7]}
+    p = load_profile("small", str(extra), {"model": "x"}, directory=tmp_path)
+    assert p["seeds"] == [9] and p["model"] == "x" and p["train"]["max_steps"] == 5 and p["profile"] == "extra"
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    assert merge({"a": {"b": 1}}, {"a": None}) == {"a": None}
+
+
+def test_unknown_profile_names_the_available_ones(tmp_path):
+    (tmp_path / "base.yaml").write_text("profile: base\n")
+    (tmp_path / "cpu.yaml").write_text("profile: cpu\n")
+    with pytest.raises(ValueError, match=r"unknown profile 'gpu'.*base, cpu"):
+        load_profile("gpu", directory=tmp_path)
+
+
+def test_shipped_profiles_have_the_keys_experiments_need():
+    keys = {"profile", "seeds", "tasks", "methods", "model", "tiny_model", "pretrain", "lora", "train", "train_sizes",
+            "train_problems_per_size", "eval_sizes", "eval_problems_per_size", "efficiency_n", "variants", "ablations",
+            "dtype", "device", "data_dir", "runs_dir", "results_dir", "figures_dir"}
+    assert {"base", "smoke", "cpu", "paper"} <= set(available())
+    for name in ("smoke", "cpu", "paper"):
+        p = load_profile(name)
+        assert keys <= set(p), (name, keys - set(p))
+        assert p["profile"] == name
+        assert all(isinstance(p["train"][k], (int, float)) for k in ("lr", "max_steps", "batch_size"))
+        for task in p["tasks"]:
+            lo, hi = p["eval_sizes"][task]
+            assert 1 <= lo <= hi and hi > p["train_sizes"][task], (name, task)
+    smoke = load_profile("smoke")
+    assert smoke["tiny_model"]["hidden_size"] == 32 and smoke["train"]["max_steps"] <= 30
+    assert load_profile("paper")["train_sizes"] == {"addition": 15, "dp": 5, "parity": 21}
+    assert load_profile("cpu")["train_sizes"] == {"addition": 8, "dp": 5, "parity": 10}
+
+
+def test_train_settings_are_trainconfig_keys():
+    pytest.importorskip("torch")
+    from dataclasses import fields
+
+    from retune.train import TrainConfig
+
+    allowed = {f.name for f in fields(TrainConfig)}
+    for name in ("smoke", "cpu", "paper"):
+        assert set(load_profile(name)["train"]) <= allowed, name
+
+
+def test_from_parameters_lets_injected_variables_win():
+    p = from_parameters({"profile": "smoke", "seeds": [3], "unrelated": 1})
+    assert p["seeds"] == [3] and p["profile"] == "smoke" and "unrelated" not in p
+    assert p["train_sizes"] == load_profile("smoke")["train_sizes"]
+
+
+# --- the runner ----------------------------------------------------------------------------------------------
+def test_notebook_order_and_only(tmp_path):
+    for name in ("10_b.ipynb", "02_a.ipynb", "00_tour.ipynb"):
+        write_notebook(tmp_path / name)
+    assert [p.name for p in rp.notebooks(tmp_path)] == ["00_tour.ipynb", "02_a.ipynb", "10_b.ipynb"]
+    assert [p.name for p in rp.notebooks(tmp_path, "02")] == ["02_a.ipynb"]
+    assert [p.name for p in rp.notebooks(tmp_path, "10_b")] == ["10_b.ipynb"]
+    with pytest.raises(ValueError, match="matches no notebook.*00_tour.ipynb"):
+        rp.notebooks(tmp_path, "99")
+
+
+def test_bad_parameter_names_are_refused():
+    with pytest.raises(ValueError, match="identifiers"):
+        rp.check_parameters({"profile": "x", "not-ok": 1})
+
+
+@needs_kernel
+def test_runs_in_order_injects_parameters_and_skips_on_rerun(tmp_path):
+    nbs, out, log = tmp_path / "nbs", tmp_path / "out", tmp_path / "order.txt"
+    nbs.mkdir()
+    record = f"open({str(log)!r}, 'a').write(NAME + '\\n')"
+    write_notebook(nbs / "01_second.ipynb", "NAME = 'second'", record,
+                   "print('T', tasks, train['max_steps'], eval_sizes['parity'], pretrain)")
+    write_notebook(nbs / "00_first.ipynb", "NAME = 'first'", record, "print('S', seeds)")
+    profile = {"profile": "t", "seeds": [1, 2], "tasks": ["addition", "dp"], "train": {"max_steps": 3, "lr": 1e-3},
+               "eval_sizes": {"parity": [2, 5]}, "pretrain": None}
+    lines = []
+    records = rp.reproduce(profile, nbs, out, progress=False, log=lines.append)
+    assert [r["status"] for r in records] == ["ran", "ran"]
+    assert log.read_text().split() == ["first", "second"]
+    assert "S [1, 2]" in outputs(out / "00_first.ipynb")
+    assert "T ['addition', 'dp'] 3 [2, 5] None" in outputs(out / "01_second.ipynb")
+    assert (out / "00_first.done.json").is_file()
+
+    # second run: nothing to do
+    records = rp.reproduce(profile, nbs, out, progress=False, log=lines.append)
+    assert [r["status"] for r in records] == ["skipped", "skipped"]
+    assert log.read_text().split() == ["first", "second"]
+
+    # changed parameters or a changed notebook run again; --force runs all
+    write_notebook(nbs / "01_second.ipynb", "NAME = 'second'", record, "print('changed')")
+    records = rp.reproduce(profile, nbs, out, progress=False, log=lines.append)
+    assert [r["status"] for r in records] == ["skipped", "ran"]
+    records = rp.reproduce(dict(profile, seeds=[3]), nbs, out, progress=False, log=lines.append)
+    assert [r["status"] for r in records] == ["ran", "ran"]
+    records = rp.reproduce(dict(profile, seeds=[3]), nbs, out, force=True, progress=False, log=lines.append)
+    assert [r["status"] for r in records] == ["ran", "ran"]
+
+
+@needs_kernel
+def test_failure_names_notebook_and_cell_and_stops_the_run(tmp_path):
+    nbs, out = tmp_path / "nbs", tmp_path / "out"
+    nbs.mkdir()
+    write_notebook(nbs / "00_ok.ipynb", "x = 1")
+    write_notebook(nbs / "01_broken.ipynb", "y = 2", "raise ValueError('no model here')")
+    write_notebook(nbs / "02_never.ipynb", "z = 3")
+    with pytest.raises(rp.NotebookFailed) as info:
+        rp.reproduce({"profile": "t"}, nbs, out, progress=False, log=lambda *_: None)
+    message = str(info.value)
+    assert "01_broken.ipynb" in message and "ValueError" in message and "no model here" in message
+    # cells: parameters [1], injected parameters [2], y = 2 [3], the raise [4]
+    assert info.value.cell == 4 and "cell [4]" in message and "raise ValueError" in message
+    assert (out / "00_ok.done.json").is_file() and not (out / "01_broken.done.json").exists()
+    assert not (out / "02_never.ipynb").exists()
+
+    # after the fix, a rerun resumes: the finished notebook is skipped
+    write_notebook(nbs / "01_broken.ipynb", "y = 2")
+    records = rp.reproduce({"profile": "t"}, nbs, out, progress=False, log=lambda *_: None)
+    assert [r["status"] for r in records] == ["skipped", "ran", "ran"]
+
+
+def test_cli_registers_reproduce():
+    from retune.cli import parser
+
+    args = parser("reproduce").parse_args(["reproduce", "--profile", "smoke", "--only", "00", "--force",
+                                           "--model", "some/model"])
+    assert (args.profile, args.only, args.force, args.model) == ("smoke", "00", True, "some/model")
+    assert args.func is rp.run_cli
+
+
+def test_every_shipped_notebook_carries_kernelspec_and_language():
+    for path in sorted(rp.NOTEBOOKS_DIR.glob("*.ipynb")):
+        meta = json.loads(path.read_text())["metadata"]
+        assert meta["kernelspec"]["name"] == "retune" and meta["kernelspec"]["language"] == "python", path.name
+        assert meta["language_info"]["name"] == "python", path.name
