@@ -1,0 +1,223 @@
+"""Evaluation: intervals, error analysis on planted faults, teacher-forced exactness, results and the CLI."""
+import argparse
+import json
+from collections import Counter
+
+import pytest
+
+from retune.decode import Generation, HFGenerator, Limits, OracleGenerator, decode, load_traces
+from retune.evaluate import (PAPER_TRAINED_MAX, add_cli, evaluate, first_departure, oracle_tree, parse_sizes,
+                             sample_problems, summarize, teacher_forced, wilson)
+from retune.tasks import get_task
+
+
+def test_wilson():
+    assert wilson(0, 0) == (0.0, 1.0)
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[1] == 1.0
+
+
+class Planted:
+    """The oracle, except for one context whose target is replaced."""
+
+    def __init__(self, oracle, context, text):
+        self.oracle, self.context, self.text = oracle, context, text
+
+    def generate(self, contexts, max_new_tokens):
+        out = self.oracle.generate(contexts, max_new_tokens)
+        return [Generation(self.text, True, g.tokens_in, len(self.text) + 1) if c == self.context else g
+                for c, g in zip(contexts, out)]
+
+
+def context_at(task, problem, depth, turn):
+    """The oracle context of `turn` in the node at `depth` (first such node in pre-order)."""
+    node = next(n for n, d in task.tree(problem).walk() if d == depth)
+    return node.contexts("retuning")[turn]
+
+
+@pytest.mark.parametrize("depth,turn,text,kind", [
+    (2, 0, "Call: 1 + 2\n", "wrong_call"),        # depth 2 calls the wrong sub-problem
+    (0, 0, "Carry 0, Output 0", "wrong_call"),     # answers where it should call
+    (5, 0, "Carry 1, Output 4", "wrong_base"),     # the 1-digit base case
+    (3, 1, "Carry 0, Output 111", "wrong_combination"),
+    (1, 0, "Call: 34567 + 12345", "malformed"),    # no newline
+    (0, 1, "Carry 0, Output", "malformed"),        # unparseable at the top
+])
+def test_first_departure_planted(depth, turn, text, kind):
+    task = get_task("addition")
+    problem = ("123456", "654321")
+    context, target, _ = context_at(task, problem, depth, turn)
+    assert text != target
+    oracle = OracleGenerator.for_problems(task, [problem], "retuning")
+    trace = decode(task, [problem], "retuning", Planted(oracle, context, text))[0]
+    assert not trace.correct
+    d = first_departure(trace, task.tree(problem))
+    assert (d.kind, d.depth, d.got, d.expected) == (kind, depth, text, target)
+
+
+def test_first_departure_limit_and_dp_second_call():
+    task = get_task("addition")
+    problem = ("123456", "654321")
+    oracle = OracleGenerator.for_problems(task, [problem], "retuning")
+    trace = decode(task, [problem], "retuning", oracle, Limits(depth=3))[0]
+    d = first_departure(trace, task.tree(problem))
+    assert (d.kind, d.depth, d.error) == ("limit", 3, "depth_limit")  # the call itself agreed with the oracle
+    dp = get_task("dp")
+    x = [2, -3, 4, 1]
+    context, target, kind = dp.tree(x).contexts("retuning")[1]  # the second top-level call
+    trace = decode(dp, [x], "retuning", Planted(OracleGenerator.for_problems(dp, [x], "retuning"), context,
+                                                target.replace("True", "False")))[0]
+    d = first_departure(trace, dp.tree(x))
+    assert (d.kind, d.depth) == ("wrong_call", 0)
+    assert summarize([trace], oracles=[dp.tree(x)])["departures"] == {"wrong_call": 1}
+
+
+def test_first_departure_single_context_and_correct():
+    task = get_task("parity")
+    problem = [1, 0, 1]
+    top = task.top_context(problem, "baseline")
+    trace = decode(task, [problem], "baseline", Planted(OracleGenerator({}), top, "1"))[0]
+    assert first_departure(trace, oracle_tree(task, problem, "baseline")).kind == "wrong_base"
+    ok = decode(task, [problem], "retuning", OracleGenerator.for_problems(task, [problem], "retuning"))[0]
+    assert first_departure(ok, task.tree(problem)) is None
+
+
+def test_summary_in_and_out_of_distribution():
+    task = get_task("parity")
+    problems = sample_problems(task, [2, 3, 4], 5, seed=0)
+    known = OracleGenerator.for_problems(task, problems[:10], "retuning")  # right on sizes 2 and 3 only
+    traces = decode(task, problems, "retuning", known)
+    s = summarize(traces, trained_max=3, oracles=[task.tree(p) for p in problems])
+    assert s["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
+    assert s["in_distribution"]["accuracy"] == 1.0 and s["out_of_distribution"]["accuracy"] == 0.0
+    assert s["out_of_distribution"]["ci95"] == [0.0, pytest.approx(0.4345, abs=1e-4)]
+    assert s["errors"] == {"unparseable_answer": 5}  # an unknown context gets "" from the oracle
+    assert sum(s["departures"].values()) == 5
+
+
+def test_sampling_is_per_size_and_seed():
+    task = get_task("addition")
+    assert sample_problems(task, [3, 5], 4, 1)[4:] == sample_problems(task, [5], 4, 1)
+    assert sample_problems(task, [5], 4, 1) != sample_problems(task, [5], 4, 2)
+
+
+# --- teacher forcing ---------------------------------------------------------------------------------------
+def test_teacher_forced_oracle_step_counts():
+    """With the oracle every context is exact, and the steps are the oracle trees' contexts by depth and kind."""
+    dp = get_task("dp")
+    x = [1, -2, 3, 4]
+    tf = teacher_forced(dp, [x], "retuning", OracleGenerator.for_problems(dp, [x], "retuning"))
+    assert tf["trace_exact"] == [True]
+    expected = {(0, "call"): [2, 2], (0, "combine"): [1, 1], (4, "base"): [2, 2]}
+    expected.update({(d, k): [2, 2] for d in (1, 2, 3) for k in ("call", "combine")})  # the dp and chosen chains
+    assert tf["steps"] == expected
+    addition = get_task("addition")
+    problems = sample_problems(addition, [1, 6], 3, 0)
+    tf = teacher_forced(addition, problems, "retuning", OracleGenerator.for_problems(addition, problems, "retuning"))
+    counts = Counter()
+    for p in problems:
+        for node, depth in addition.tree(p).walk():
+            for context, target, kind in node.contexts("retuning"):
+                counts[(depth, kind)] += 1
+    assert {k: v[1] for k, v in tf["steps"].items()} == counts  # random problems share no context here
+    assert all(right == n for right, n in tf["steps"].values())
+
+
+@pytest.fixture(scope="module")
+def parity_model():
+    import torch
+
+    from _tiny_model import memorised_parity_model
+
+    torch.set_num_threads(1)
+    return memorised_parity_model()
+
+
+def test_teacher_forced_exact_implies_free_decoding_correct(parity_model):
+    model, tok = parity_model
+    task = get_task("parity")
+    problems = [list(map(int, f"{i:0{n}b}")) for n in (1, 2, 3, 4) for i in range(2**n)]
+    generator = HFGenerator(model, tok)
+    exact = teacher_forced(task, problems, "retuning", generator)["trace_exact"]
+    traces = decode(task, problems, "retuning", generator)
+    assert any(exact)  # not vacuous
+    for e, t in zip(exact, traces):
+        if e:
+            assert t.correct and t.error is None
+    # per context, both ways: exact <=> greedy generation writes the target and stops
+    targets = {ex.input: ex.output for p in problems for ex in task.examples(p, "retuning")}
+    contexts = list(targets)
+    right = generator.exact(contexts, [targets[c] for c in contexts])
+    free = generator.generate(contexts, [len(targets[c]) + 1 for c in contexts])
+    assert right == [g.stopped and g.text == targets[c] for c, g in zip(contexts, free)]
+    assert 0 < sum(right) < len(right)
+
+
+# --- the whole evaluation and the CLI ------------------------------------------------------------------------
+def test_evaluate_seeds_pooled():
+    task = get_task("dp")
+    gen = OracleGenerator({})
+    for seed in (0, 1):
+        gen.targets.update(OracleGenerator.for_problems(task, sample_problems(task, [2, 3], 3, seed), "retuning").targets)
+    summary, traces = evaluate(task, "retuning", [2, 3, 4], 3, gen, seeds=(0, 1), trained_max=3, exact=True)
+    assert set(traces) == {0, 1} and all(len(v) == 9 for v in traces.values())
+    assert summary["overall"]["n"] == 18 and summary["accuracy"] == pytest.approx(12 / 18)
+    assert summary["per_seed"]["0"]["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
+    assert summary["teacher_forced"]["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
+
+
+def cli(argv):
+    top = argparse.ArgumentParser()
+    sub = top.add_subparsers(dest="command")
+    add_cli(sub)
+    args = top.parse_args(["eval"] + argv)
+    return args.func(args)
+
+
+@pytest.mark.parametrize("name,sizes", [("addition", "58-60"), ("dp", "29-30"), ("parity", "2-3")])
+def test_cli_oracle(name, sizes, tmp_path, capsys):
+    summary = cli(["--backend", "oracle", "--task", name, "--sizes", sizes, "--n", "3", "--seed", "0,1",
+                   "--teacher-forced", "--out", str(tmp_path)])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["accuracy"] == 1.0 and printed["errors"] == {}
+    assert set(printed["by_size"]) == {str(s) for s in parse_sizes(sizes)}
+    assert printed["teacher_forced"]["trace_exact"] == 1.0
+    out = tmp_path / summary["results"].split("/")[-1]
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["config"]["seeds"] == [0, 1] and saved["config"]["trained_max"] == PAPER_TRAINED_MAX[name]
+    assert saved["versions"]["torch"] and saved["versions"]["transformers"]
+    assert (out / "by_size.csv").read_text().startswith("seed,size,correct,n,accuracy,ci95_low,ci95_high")
+    assert len(load_traces(out / "traces_seed1.jsonl")) == 3 * len(printed["by_size"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--task", "sum", "--sizes", "1-2"], "--task must be one of addition, dp, parity"),
+    (["--task", "dp", "--sizes", "1-2", "--method", "cot"], "--method must be one of baseline"),
+    (["--task", "dp", "--sizes", "1-2", "--backend", "vllm"], "--backend must be one of oracle, hf"),
+    (["--task", "dp", "--sizes", "3-1"], "--sizes"),
+    (["--task", "dp", "--sizes", "x"], "--sizes must look like A-B"),
+    (["--task", "dp", "--sizes", "1-2", "--n", "0"], "--n must be >= 1"),
+    (["--task", "dp", "--sizes", "1-2", "--seed", "a"], "--seed must be an integer"),
+    (["--task", "dp", "--sizes", "1-2", "--backend", "hf"], "--model is required"),
+])
+def test_cli_bad_args(argv, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        cli(argv + ["--out", str(tmp_path)])
+
+
+def test_cli_hf_model_dir(tmp_path, capsys):
+    """The hf backend loads a local model directory (save_pretrained) with its tokenizer."""
+    from retune.model import char_tokenizer, tiny_llama
+
+    tok = char_tokenizer()
+    model = tiny_llama({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                        "intermediate_size": 32}, tok)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    summary = cli(["--backend", "hf", "--model", str(tmp_path / "m"), "--task", "parity", "--sizes", "2-3",
+                   "--n", "2", "--out", str(tmp_path / "r"), "--max-new-tokens", "8"])
+    assert summary["accuracy"] <= 1.0 and summary["overall"]["n"] == 4
+    assert sum(summary["outcomes"].values()) == 4
