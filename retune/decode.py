@@ -281,7 +281,9 @@ class HFGenerator:
         table = torch.full((len(contexts), width), -1, dtype=torch.long)
         for r, t in enumerate(targets):
             table[r, :len(t)] = torch.tensor(t, dtype=torch.long)
-        salts = torch.tensor([zlib.crc32(c.encode("utf-8", "surrogatepass")) for c in contexts])
+        device = self.model.device
+        table = table.to(device)
+        salts = torch.tensor([zlib.crc32(c.encode("utf-8", "surrogatepass")) for c in contexts], device=device)
         holes = self.holes
 
         class Force(LogitsProcessor):
@@ -289,10 +291,10 @@ class HFGenerator:
                 step = input_ids.shape[1] - prompt_width
                 if step >= width:
                     return scores
-                col = table[:, step].to(scores.device)
+                col = table[:, step]
                 force = col >= 0
                 if holes:
-                    force &= ((salts + step) % holes != 0).to(scores.device)
+                    force &= (salts + step) % holes != 0
                 if force.any():
                     rows = force.nonzero().squeeze(1)
                     scores[rows] = float("-inf")
