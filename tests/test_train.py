@@ -182,14 +182,18 @@ class KillAtStep(TrainerCallback):
         if state.global_step == 5:
             os.kill(os.getpid(), signal.SIGKILL)
 
-T.train("tiny", [{data!r}], quick(max_steps=8, save_steps=2), {runs!r}, TINY, callbacks=[KillAtStep()])
+T.train("tiny", [{data!r}], quick(max_steps=8, save_steps=2, lora={lora!r}), {runs!r}, TINY,
+        callbacks=[KillAtStep()])
 """
 
 
-def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("lora", [False, {"r": 4, "lora_alpha": 8, "lora_dropout": 0.05}], ids=["full", "lora"])
+def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path, lora):
+    """SIGKILL after step 5 (last checkpoint at 4); the restarted run resumes there and ends where an uninterrupted
+    run ends (with LoRA, its dropout draws come from the restored RNG state)."""
     data = write_addition(tmp_path / "d.jsonl", n=48)  # 6 batches an epoch: the run crosses an epoch boundary
     runs = tmp_path / "runs"
-    script = KILLER.format(tests=str(ROOT / "tests"), data=str(data), runs=str(runs))
+    script = KILLER.format(tests=str(ROOT / "tests"), data=str(data), runs=str(runs), lora=lora)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert child.returncode == -9, child.stderr[-2000:]
@@ -197,14 +201,15 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path):
     assert not (run_dir / "measurements.json").exists()
     assert T.last_checkpoint(run_dir / "checkpoints").name == "checkpoint-4"
 
-    resumed = T.train("tiny", [data], quick(max_steps=8, save_steps=2), runs, TINY)
+    resumed = T.train("tiny", [data], quick(max_steps=8, save_steps=2, lora=lora), runs, TINY)
     assert resumed == run_dir
     m = json.loads((resumed / "measurements.json").read_text())
     assert m["resumed_from"] == "checkpoint-4" and m["steps"] == 8
     assert m["batches_run"] == 4  # only steps 5..8 ran after the restart
 
-    straight = T.train("tiny", [data], quick(max_steps=8, save_steps=2), tmp_path / "other", TINY)
-    a, b = weights(T.load_trained(resumed)[0]), weights(T.load_trained(straight)[0])
+    straight = T.train("tiny", [data], quick(max_steps=8, save_steps=2, lora=lora), tmp_path / "other", TINY)
+    a = weights(T.load_trained(resumed, merge=True)[0])
+    b = weights(T.load_trained(straight, merge=True)[0])
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
