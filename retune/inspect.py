@@ -1,0 +1,244 @@
+"""The trace inspector: a decoded problem's call tree as nested, collapsible HTML, the first wrong step in red.
+
+`trace_html(trace)` is plain HTML (inline styles, no scripts), so it survives where no kernel runs: an executed
+notebook, its HTML export, a README. `inspector(traces)` wraps it in an ipywidgets browser (task, method, size,
+problem, "only failures") for a live notebook, and also displays one failure statically for readers without one.
+
+What is "wrong" is decided against the oracle call tree of the problem (retune.evaluate.oracle_tree): walking the
+decoded tree in the order its contexts were opened, the first turn that differs from the oracle's turn (or that
+ended decoding with an error) is the first error, as in retune.evaluate.first_departure.
+
+Top layer, next to report.py: imports decode/evaluate/tasks; nothing below imports this.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .decode import Trace, TraceNode
+from .evaluate import first_departure, oracle_tree
+from .tasks import Node, get_task
+
+RED, GREEN, GREY = "#c62828", "#2e7d32", "#666"
+BOX = "margin:2px 0 2px 14px;padding:2px 6px;border-left:2px solid {colour};"
+PRE = ("margin:1px 0;padding:2px 4px;white-space:pre-wrap;word-break:break-all;font-family:monospace;"
+       "font-size:12px;background:{bg};")
+
+
+def as_trace(trace: Trace | dict) -> Trace:
+    """Traces from load_traces, or their dict form (one JSONL line)."""
+    return trace if isinstance(trace, Trace) else Trace.from_dict(trace)
+
+
+def oracle_of(trace: Trace) -> Node | None:
+    """The oracle call tree of the trace's problem, or None when the problem cannot be rebuilt."""
+    try:
+        return oracle_tree(get_task(trace.task, trace.variant), trace.problem, trace.method)
+    except Exception:  # a problem the task cannot read (hand-made traces): show the trace without a verdict
+        return None
+
+
+def first_wrong(node: TraceNode, oracle: Node | None) -> tuple[TraceNode, int, str | None] | None:
+    """(node, turn index, the oracle's turn there) of the first turn that leaves the oracle tree, walking in the
+    order contexts were opened; the same walk as retune.evaluate.first_departure. Without an oracle: the node
+    where decoding stopped with an error, if any."""
+    if oracle is None:
+        stopped = next((n for n in node.walk() if n.error), None)
+        return (stopped, len(stopped.turns) - 1, None) if stopped else None
+    for i, turn in enumerate(node.turns):
+        expected = oracle.turns[i] if i < len(oracle.turns) else None
+        if (i == len(node.turns) - 1 and node.error) or turn != expected:
+            return node, i, expected
+        if i < len(node.children) and i < len(oracle.children):
+            found = first_wrong(node.children[i], oracle.children[i])
+            if found:
+                return found
+    if node.error:  # stopped before writing a turn
+        return node, -1, oracle.turns[0] if oracle.turns else None
+    return None
+
+
+def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str = "") -> str:
+    style = PRE.format(bg=bg) + (f"color:{colour};border:1px solid {colour};" if colour else "")
+    head = f'<span style="color:{GREY};font-size:11px">{html.escape(label)}</span>' if label else ""
+    return f'{head}<pre style="{style}">{html.escape(text)}</pre>'
+
+
+def _on_path(node: TraceNode, target: TraceNode | None) -> bool:
+    return target is not None and any(n is target for n in node.walk())
+
+
+def _node_html(node: TraceNode, wrong, open_depth: int) -> str:
+    target, turn_index, expected = wrong if wrong else (None, None, None)
+    is_wrong = node is target
+    colour = RED if is_wrong or _on_path(node, target) else GREEN if node.answer is not None else GREY
+    opened = " open" if node.depth < open_depth or _on_path(node, target) else ""
+    verdict = f' <b style="color:{RED}">&#10007; {html.escape(node.error or "first error")}</b>' if is_wrong else ""
+    answer = "" if node.answer is None else f" &rarr; <code>{html.escape(node.answer[:80])}</code>"
+    summary = (f'<summary style="cursor:pointer"><span style="color:{GREY}">depth {node.depth}</span> '
+               f'<code>{html.escape(node.prompt[:100])}</code>{answer}{verdict}</summary>')
+    parts = [_pre(node.prompt, label="prompt")]
+    for i, turn in enumerate(node.turns):
+        bad = is_wrong and i == turn_index
+        label = f"generation {i + 1}" + (" (first error)" if bad else "")
+        parts.append(_pre(turn, "#fdecea" if bad else "#f6f6f6", RED if bad else None, label))
+        if bad and expected is not None:
+            parts.append(_pre(expected, "#edf7ed", GREEN, "oracle"))
+        if i < len(node.calls):
+            parts.append(_pre(node.calls[i], "#eef3fb", label="call (solved in a fresh context below)"))
+            if i < len(node.children):
+                parts.append(_node_html(node.children[i], wrong, open_depth))
+            if i < len(node.returns):
+                ret = node.returns[i]
+                parts.append(_pre("(nothing returned: no carry-over)" if ret is None else f"Return: {ret}",
+                                  "#eef3fb", label="return"))
+    if is_wrong and turn_index == -1 and expected is not None:
+        parts.append(_pre(expected, "#edf7ed", GREEN, "oracle"))
+    if node.answer is not None:
+        parts.append(_pre(node.answer, label="answer"))
+    if node.error:
+        parts.append(f'<div style="color:{RED}"><b>error:</b> {html.escape(node.error)}</div>')
+    parts.append(f'<details><summary style="cursor:pointer;color:{GREY};font-size:11px">full context</summary>'
+                 f'{_pre(node.context)}</details>')
+    return f'<details{opened} style="{BOX.format(colour=colour)}">{summary}{"".join(parts)}</details>'
+
+
+def trace_html(trace: Trace | dict, open_depth: int = 2) -> str:
+    """One problem's trace as self-contained HTML: a header with the verdict, then the call tree as nested
+    <details> (prompt, generations, calls, returns, answer, error per node). The first wrong turn and the nodes
+    above it are red and unfolded; other nodes unfold down to `open_depth`."""
+    trace = as_trace(trace)
+    oracle = None if trace.correct else oracle_of(trace)
+    wrong = None if trace.correct else first_wrong(trace.root, oracle)
+    departure = first_departure(trace, oracle) if wrong and oracle is not None else None
+    outcome = "correct" if trace.correct else (trace.error or "wrong answer")
+    mark = f'<b style="color:{GREEN if trace.correct else RED}">{"&#10003;" if trace.correct else "&#10007;"} ' \
+           f'{html.escape(outcome)}</b>'
+    where = (f' &middot; first error: <b>{html.escape(departure.kind)}</b> at depth {departure.depth}'
+             if departure else "")
+    head = (f'<div style="font-family:sans-serif;font-size:13px;margin-bottom:4px">'
+            f'<b>{html.escape(trace.task)}</b> &middot; {html.escape(trace.method)} &middot; size {trace.size}'
+            f'{" &middot; variant " + str(trace.variant) if trace.variant else ""} &middot; {mark}{where}<br>'
+            f'problem <code>{html.escape(str(trace.problem))}</code> &middot; expected '
+            f'<code>{html.escape(str(trace.expected))}</code> &middot; predicted '
+            f'<code>{html.escape(str(trace.predicted))}</code></div>')
+    return f'<div class="retune-trace" style="font-family:sans-serif">{head}{_node_html(trace.root, wrong, open_depth)}</div>'
+
+
+def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = "retune traces") -> Path:
+    """A standalone HTML page with one or more traces (opens in any browser, no Jupyter needed)."""
+    items = [traces] if isinstance(traces, (Trace, dict)) else list(traces)
+    body = "\n<hr>\n".join(trace_html(t) for t in items)
+    page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+            f'<body style="max-width:1100px;margin:auto">\n<h2 style="font-family:sans-serif">{html.escape(title)}'
+            f'</h2>\n{body}\n</body></html>\n')
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# --- the widget -------------------------------------------------------------------------------------------------
+def select(traces: Iterable[Trace], task: str | None = None, method: str | None = None, size: int | None = None,
+           only_failures: bool = False) -> list[Trace]:
+    """The traces matching every given field (None: any)."""
+    return [t for t in traces if (task is None or t.task == task) and (method is None or t.method == method)
+            and (size is None or t.size == size) and not (only_failures and t.correct)]
+
+
+def problem_label(i: int, trace: Trace) -> str:
+    mark = "ok" if trace.correct else (trace.error or "wrong")
+    return f"#{i} {str(trace.problem)[:40]} ({mark})"
+
+
+class Inspector:
+    """Dropdowns for task, method, size and problem, an "only failures" toggle, and the selected trace's HTML.
+    Every dropdown's options follow the choices before it; the state lives in plain attributes, so tests can
+    drive it without a browser."""
+
+    def __init__(self, traces: Iterable[Trace | dict], only_failures: bool = False):
+        import ipywidgets as w
+
+        self.traces = [as_trace(t) for t in traces]
+        self.task = w.Dropdown(description="task")
+        self.method = w.Dropdown(description="method")
+        self.size = w.Dropdown(description="size")
+        self.problem = w.Dropdown(description="problem", layout=w.Layout(width="420px"))
+        self.only_failures = w.Checkbox(value=only_failures, description="only failures")
+        self.count = w.HTML()
+        self.view = w.HTML()
+        self.widget = w.VBox([w.HBox([self.task, self.method, self.only_failures]),
+                              w.HBox([self.size, self.problem, self.count]), self.view])
+        self._busy = False
+        self.task.observe(lambda _: self._refresh("task"), "value")
+        self.method.observe(lambda _: self._refresh("method"), "value")
+        self.size.observe(lambda _: self._refresh("size"), "value")
+        self.problem.observe(lambda _: self._show(), "value")
+        self.only_failures.observe(lambda _: self._refresh("only_failures"), "value")
+        self._refresh("start")
+
+    def _pool(self) -> list[Trace]:
+        return select(self.traces, only_failures=self.only_failures.value)
+
+    @staticmethod
+    def _set(dropdown, options) -> None:
+        value = dropdown.value
+        dropdown.options = options
+        values = [o[1] if isinstance(o, tuple) else o for o in options]
+        dropdown.value = value if value in values else (values[0] if values else None)
+
+    def _refresh(self, changed: str) -> None:
+        """Re-derive the options below the changed control (each list depends on the choices above it)."""
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            pool = self._pool()
+            self._set(self.task, sorted({t.task for t in pool}))
+            pool = select(pool, task=self.task.value)
+            self._set(self.method, sorted({t.method for t in pool}))
+            pool = select(pool, method=self.method.value)
+            self._set(self.size, sorted({t.size for t in pool}))
+            pool = select(pool, size=self.size.value)
+            self._set(self.problem, [(problem_label(i, t), i) for i, t in enumerate(pool)])
+            self._selection = pool
+        finally:
+            self._busy = False
+        self._show()
+
+    @property
+    def current(self) -> Trace | None:
+        i = self.problem.value
+        return self._selection[i] if i is not None and i < len(self._selection) else None
+
+    def _show(self) -> None:
+        if self._busy:
+            return
+        failures = sum(not t.correct for t in self._selection)
+        self.count.value = f"{len(self._selection)} problems, {failures} failed"
+        trace = self.current
+        self.view.value = trace_html(trace) if trace else "<i>no trace matches</i>"
+
+
+def inspector(traces: Iterable[Trace | dict], only_failures: bool = False, display: bool = True):
+    """The interactive trace browser (an ipywidgets VBox, returned). With display=True it is displayed together
+    with a static HTML view of the first failing problem, which is what readers without a kernel see."""
+    ui = Inspector(traces, only_failures)
+    if display:
+        from IPython.display import HTML
+        from IPython.display import display as show
+
+        show(ui.widget)
+        failed = next((t for t in ui.traces if not t.correct), None)
+        if failed is not None:
+            show(HTML('<div style="color:#666;font-size:12px">Static view of the first failing problem '
+                      '(the browser above needs a live kernel):</div>' + trace_html(failed)))
+    return ui.widget
+
+
+def show_trace(trace: Trace | dict) -> None:
+    """Display one trace's HTML in a notebook (static: stays in the saved notebook)."""
+    from IPython.display import HTML, display
+
+    display(HTML(trace_html(trace)))
