@@ -223,7 +223,8 @@ class Inspector:
 
 def inspector(traces: Iterable[Trace | dict], only_failures: bool = False, display: bool = True):
     """The interactive trace browser (an ipywidgets VBox, returned). With display=True it is displayed together
-    with a static HTML view of the first failing problem, which is what readers without a kernel see."""
+    with a static HTML view of the first failing problem (else the first problem), which is what readers of a
+    saved or exported notebook see: widgets need a live kernel."""
     ui = Inspector(traces, only_failures)
     if display:
         from IPython.display import HTML
@@ -231,9 +232,11 @@ def inspector(traces: Iterable[Trace | dict], only_failures: bool = False, displ
 
         show(ui.widget)
         failed = next((t for t in ui.traces if not t.correct), None)
-        if failed is not None:
-            show(HTML('<div style="color:#666;font-size:12px">Static view of the first failing problem '
-                      '(the browser above needs a live kernel):</div>' + trace_html(failed)))
+        shown = failed or (ui.traces[0] if ui.traces else None)
+        if shown is not None:
+            what = "the first failing problem" if failed else "the first problem (none failed)"
+            show(HTML(f'<div style="color:#666;font-size:12px">Static view of {what} '
+                      '(the browser above needs a live kernel):</div>' + trace_html(shown)))
     return ui.widget
 
 

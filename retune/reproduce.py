@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,14 @@ EXECUTED_DIR = ROOT / "results" / "notebooks"
 KERNEL = "retune"  # installed into the venv by `make install`
 
 
+class _QuietUnknownParameters(logging.Filter):
+    """Every profile key is injected into every notebook, and a notebook names in its parameters cell only the few
+    it shows by hand; papermill's warning for each of the others is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Passed unknown parameter")
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised (or its kernel died). The message names the notebook and the failing cell."""
 
@@ -34,11 +43,12 @@ class NotebookFailed(RuntimeError):
         super().__init__(message)
 
 
-def notebooks(directory: Path | str = NOTEBOOKS_DIR, only: str | None = None) -> list[Path]:
+def notebooks(directory: Path | str | None = None, only: str | None = None) -> list[Path]:
     """The notebooks to run, in order (file names start with their number, so name order is run order).
 
     `only` picks one: a file name, a stem, or its number prefix ("03")."""
-    found = sorted(p for p in Path(directory).glob("*.ipynb") if not p.name.startswith("."))
+    directory = Path(directory or NOTEBOOKS_DIR)
+    found = sorted(p for p in directory.glob("*.ipynb") if not p.name.startswith("."))
     if only is None:
         return found
     key = Path(only).name
@@ -84,6 +94,9 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: 
     from papermill.exceptions import PapermillExecutionError
 
     executed.parent.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("papermill")
+    if not any(isinstance(f, _QuietUnknownParameters) for f in log.filters):
+        log.addFilter(_QuietUnknownParameters())
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel_name,
                             progress_bar=progress, cwd=str(notebook.parent))
@@ -100,7 +113,7 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: 
                                             f"  executed copy (if any): {executed}", None, executed) from err
 
 
-def reproduce(profile: dict, notebooks_dir: Path | str = NOTEBOOKS_DIR, executed_dir: Path | str | None = None,
+def reproduce(profile: dict, notebooks_dir: Path | str | None = None, executed_dir: Path | str | None = None,
               only: str | None = None, force: bool = False, kernel_name: str = KERNEL, progress: bool = True,
               log=print) -> list[dict]:
     """Run the notebooks in order under `profile` (a merged profile dict, which becomes the parameters).
@@ -109,7 +122,7 @@ def reproduce(profile: dict, notebooks_dir: Path | str = NOTEBOOKS_DIR, executed
     check_parameters(profile)
     todo = notebooks(notebooks_dir, only)
     if not todo:
-        raise ValueError(f"no notebooks in {notebooks_dir}")
+        raise ValueError(f"no notebooks in {notebooks_dir or NOTEBOOKS_DIR}")
     out_dir = Path(executed_dir) if executed_dir else EXECUTED_DIR / str(profile.get("profile", "default"))
     records = []
     for i, notebook in enumerate(todo, 1):

@@ -182,3 +182,33 @@ def test_every_shipped_notebook_carries_kernelspec_and_language():
         meta = json.loads(path.read_text())["metadata"]
         assert meta["kernelspec"]["name"] == "retune" and meta["kernelspec"]["language"] == "python", path.name
         assert meta["language_info"]["name"] == "python", path.name
+
+
+@needs_kernel
+def test_cli_runs_resumes_and_reports_a_failure(tmp_path, monkeypatch, capsys):
+    from retune.cli import main
+
+    nbs, out = tmp_path / "nbs", tmp_path / "out"
+    nbs.mkdir()
+    monkeypatch.setattr(rp, "NOTEBOOKS_DIR", nbs)
+    monkeypatch.setattr(rp, "EXECUTED_DIR", out)
+    write_notebook(nbs / "00_model.ipynb", "print('MODEL', model, profile)")
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("seeds: [4]\n")
+    assert main(["reproduce", "--profile", str(profile), "--model", "/models/llama"]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/1] 00_model.ipynb: done" in printed and "tables:" in printed and "figures:" in printed
+    assert "MODEL /models/llama mine" in outputs(out / "mine" / "00_model.ipynb")
+    main(["reproduce", "--profile", str(profile), "--model", "/models/llama"])
+    assert "skipped" in capsys.readouterr().out
+    write_notebook(nbs / "01_bad.ipynb", "1 / 0")
+    with pytest.raises(SystemExit, match=r"01_bad.ipynb failed in cell \[3\] \(ZeroDivisionError"):
+        main(["reproduce", "--profile", str(profile)])
+
+
+@needs_kernel
+def test_tour_notebook_runs_under_smoke(tmp_path):
+    records = rp.reproduce(load_profile("smoke"), executed_dir=tmp_path, only="00", progress=False,
+                           log=lambda *_: None)
+    assert [r["status"] for r in records] == ["ran"]
+    assert 'class=\\"retune-trace\\"' in (tmp_path / "00_tour.ipynb").read_text()
