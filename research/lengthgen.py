@@ -141,7 +141,7 @@ def collate(batch, pad_id):
 
 # --------------------------------------------------------------------------------------------- training loop
 def train(model, tok, source, minutes, lr, batch_size, pos, max_pos, rng, log_every=100, warmup=50,
-          weight_decay=0.01, label=""):
+          weight_decay=0.01, label="", loss_norm="token"):
     """AdamW with warm-up then linear decay to 0 over a wall-clock budget (lr follows elapsed/budget);
     `source()` returns a fresh list of (prompt, target) pairs whenever the current pool is used up."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -162,8 +162,15 @@ def train(model, tok, source, minutes, lr, batch_size, pos, max_pos, rng, log_ev
         for g in opt.param_groups:
             g["lr"] = cur
         pids = random_position_ids(lens, ids.shape[1], max_pos, gen) if pos == "randpos" else None
-        logits = model(input_ids=ids, position_ids=pids).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1))
+        # pass an explicit attention mask with custom position ids: with use_cache=False and no mask, transformers 5
+        # reads any position gap as the start of a new packed sequence and blocks attention across it
+        logits = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), position_ids=pids).logits
+        tok_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), lab[:, 1:], reduction="none")  # (B, T-1)
+        mask = (lab[:, 1:] != -100).float()
+        if loss_norm == "example":  # every example weighs the same, however long its target
+            loss = ((tok_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+        else:  # "token": mean over all target tokens of the batch (HF Trainer default)
+            loss = (tok_loss * mask).sum() / mask.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -194,7 +201,8 @@ def context_correct(model, tok, pairs, eval_pos, max_pos, gen, batch_size=64):
         idx = order[s:s + batch_size]
         ids, lab, lens = collate([enc[i] for i in idx], tok.pad_token_id)
         pids = random_position_ids(lens, ids.shape[1], max_pos, gen) if eval_pos == "random" else None
-        pred = model(input_ids=ids, position_ids=pids).logits[:, :-1].argmax(-1)
+        pred = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(),
+                     position_ids=pids).logits[:, :-1].argmax(-1)
         tgt = lab[:, 1:]
         good = ((pred == tgt) | (tgt == -100)).all(dim=1)
         for j, i in enumerate(idx):
@@ -260,6 +268,8 @@ def main(argv=None):
     ap.add_argument("--ft-lr", type=float, default=2e-3)
     ap.add_argument("--mix", type=float, default=0.0, help="fraction of generic examples mixed into fine-tuning")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--loss-norm", default="token", choices=["token", "example"],
+                    help="fine-tune loss: mean over target tokens, or per-example mean then mean over examples")
     ap.add_argument("--n-eval", type=int, default=50, help="problems per size")
     ap.add_argument("--eval-sizes", default="", help="lo,hi of sizes to evaluate (default ID lo..OOD hi)")
     ap.add_argument("--seed", type=int, default=0)
@@ -305,7 +315,7 @@ def main(argv=None):
 
     if args.ft_min > 0:
         record["finetune"] = train(model, tok, ft_source, args.ft_min, args.ft_lr, args.batch, args.pos,
-                                   args.max_pos, rng, label="ft")
+                                   args.max_pos, rng, label="ft", loss_norm=args.loss_norm)
     if args.save:
         torch.save(model.state_dict(), args.save)
 
