@@ -104,15 +104,21 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     from .decode import Limits
 
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
-    model, tok = train.load_trained(run_dir, merge=True)
-    generator = HFGenerator(model, tok, batch_size=profile.get("eval_batch_size", 64))
-    traces = decode(get_task(task, variant), problems, method, generator, Limits(**(profile.get("limits") or {})),
-                    progress=progress)
+    traces = decode_with(run_dir, task, method, problems, variant, Limits(**(profile.get("limits") or {})),
+                         profile.get("eval_batch_size", 64), progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".tmp")
     save_traces(tmp, traces)
     tmp.replace(cache)
     return traces
+
+
+def decode_with(run_dir: Path, task: str, method: str, problems: list, variant: int = 0, limits=None,
+                batch_size: int = 64, progress: bool = False) -> list:
+    """Greedy recursive decoding of `problems` with a trained model."""
+    model, tok = train.load_trained(run_dir, merge=True)
+    generator = HFGenerator(model, tok, batch_size=batch_size)
+    return decode(get_task(task, variant), problems, method, generator, limits, progress=progress)
 
 
 def rows(traces: list, **labels) -> list[dict]:
@@ -128,6 +134,33 @@ def rows(traces: list, **labels) -> list[dict]:
                         first_error_depth=departure.depth if departure else -1, contexts=t.contexts,
                         tokens_in=t.tokens_in, tokens_out=t.tokens_out))
     return out
+
+
+def dataset_table(profile: dict):
+    """One row per main training set: examples, tokens per example (mean, max), by kind."""
+    import pandas as pd
+
+    out = []
+    for task in profile["tasks"]:
+        for method in profile["methods"]:
+            m = data.read_manifest(dataset(profile, task, method, profile["seeds"][0]))
+            out.append({"task": task, "method": method, "examples": m["records"],
+                        "tokens_per_example_mean": m["char_tokens"]["mean"],
+                        "tokens_per_example_max": m["char_tokens"]["max"], "tokens": m["char_tokens"]["total"],
+                        **{f"kind_{k}": v for k, v in m["by_kind"].items()}})
+    return pd.DataFrame(out).fillna(0)
+
+
+def dataset_sizes(profile: dict):
+    """Examples per size (rows) for each task x method (columns) of the main training sets."""
+    import pandas as pd
+
+    columns = {}
+    for task in profile["tasks"]:
+        for method in profile["methods"]:
+            m = data.read_manifest(dataset(profile, task, method, profile["seeds"][0]))
+            columns[(task, method)] = {int(k): v for k, v in m["by_size"].items()}
+    return pd.DataFrame(columns).sort_index().fillna(0).astype(int)
 
 
 # --- the grids the notebooks show -------------------------------------------------------------------------

@@ -171,12 +171,12 @@ def main_table(df: pd.DataFrame, trained_max: dict) -> pd.DataFrame:
     table = accuracy_by(data, by)
     sizes = data.groupby(by)["size"].agg(["min", "max"]).reset_index()
     table = table.merge(sizes, on=by)
-    table["sizes"] = [f"{a}-{b}" if a != b else f"{a}" for a, b in zip(table.pop("min"), table.pop("max"))]
+    table["size_range"] = [f"{a}-{b}" if a != b else f"{a}" for a, b in zip(table.pop("min"), table.pop("max"))]
     rank = {m: i for i, m in enumerate(_order(table["method"]))}
     srank = {s: i for i, s in enumerate(split_order(table["split"]))}
     table = table.sort_values(by, key=lambda c: c.map(rank) if c.name == "method" else
                               c.map(srank) if c.name == "split" else c).reset_index(drop=True)
-    return table[by + ["sizes", "accuracy", "ci_low", "ci_high", "correct", "n"]
+    return table[by + ["size_range", "accuracy", "ci_low", "ci_high", "correct", "n"]
                  + [c for c in ("seeds", "seed_std") if c in table]]
 
 

@@ -48,12 +48,12 @@ def test_accuracy_by_pools_seeds_with_wilson():
 
 def test_main_table_rows_and_order():
     table = report.main_table(frame(), TRAINED)
-    assert list(table.columns[:4]) == ["task", "method", "split", "sizes"]
+    assert list(table.columns[:4]) == ["task", "method", "split", "size_range"]
     add = table[table["task"] == "addition"]
     assert list(add["method"].unique()) == list(report.METHOD_ORDER)  # the paper's order, not alphabetical
     retuning = add[add["method"] == "retuning"].set_index("split")
     assert list(retuning.index) == ["id", "ood", "ood>2x"]
-    assert retuning.loc["id", "sizes"] == "1-4" and retuning.loc["ood", "sizes"] == "5-8"
+    assert retuning.loc["id", "size_range"] == "1-4" and retuning.loc["ood", "size_range"] == "5-8"
     assert retuning.loc["id", "n"] == 4 * 4 * 2  # sizes x problems x seeds
     assert (table["ci_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci_high"]).all()
     with pytest.raises(ValueError, match="no trained maximum"):
