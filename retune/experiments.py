@@ -37,12 +37,14 @@ def dataset(profile: dict, task: str, method: str, seed: int, distribution: str 
     return path
 
 
-def base_model(profile: dict) -> str:
-    """What fine-tuning starts from: 'tiny' (random init), a pretrained model, or our own pretrained base."""
+def base_model(profile: dict, seed: int) -> str:
+    """What fine-tuning starts from: 'tiny' (random init), a pretrained model, or our own generic-pretrained
+    tiny base (profile key `pretrain`; one per seed, so seeds vary the whole pipeline)."""
     if profile.get("pretrain"):
         from .pretrain import pretrained_base
 
-        return str(pretrained_base(profile))
+        return str(pretrained_base(profile["pretrain"], profile.get("tiny_model"), seed, where(profile, "data_dir"),
+                                   where(profile, "runs_dir")))
     return profile["model"]
 
 
@@ -56,10 +58,15 @@ def train_config(profile: dict, seed: int) -> dict:
 def trained(profile: dict, task: str, method: str, seed: int, distribution: str = "scaled",
             n: int | None = None, variant: int = 0) -> Path:
     """A fine-tuned model's run directory (trained once, then cached by train.train)."""
-    path = dataset(profile, task, method, seed, distribution, n, variant)
-    base = base_model(profile)
+    paths = [dataset(profile, task, method, seed, distribution, n, variant)]
+    base = base_model(profile, seed)
+    mix = (profile.get("pretrain") or {}).get("mix", 0)
+    if mix:  # rehearse the generic skills while fine-tuning, so they are not forgotten
+        from .pretrain import rehearsal
+
+        paths.append(rehearsal(profile["pretrain"], paths[0], seed, where(profile, "data_dir")))
     model_config = profile.get("tiny_model") if base == "tiny" else None
-    return train.train(base, [path], train_config(profile, seed), where(profile, "runs_dir"), model_config)
+    return train.train(base, paths, train_config(profile, seed), where(profile, "runs_dir"), model_config)
 
 
 def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant: int = 0,
@@ -173,8 +180,9 @@ def main_runs(profile: dict) -> list[dict]:
 def efficiency_runs(profile: dict) -> list[dict]:
     """Sample efficiency: n distinct training problems per size (the paper's limited-data sets)."""
     tasks = profile.get("efficiency_tasks") or profile["tasks"]
+    methods = profile.get("efficiency_methods") or profile["methods"]
     return [{"task": t, "method": m, "seed": s, "distribution": "efficiency", "n": n}
-            for t in tasks for m in profile["methods"] for n in profile["efficiency_n"] for s in profile["seeds"]]
+            for t in tasks for m in methods for n in profile["efficiency_n"] for s in profile["seeds"]]
 
 
 def variant_runs(profile: dict) -> list[dict]:

@@ -1,10 +1,21 @@
-"""The task registry: one file per task; `get_task(name, variant)` is the only entry point the rest needs."""
-from .addition import Addition
-from .base import METHODS, RECURSIVE_METHODS, SOLUTION, Example, Malformed, Node, Task, check_method, return_text
-from .dp import DynamicProgramming
-from .parity import Parity
+"""The task registry: every module in this folder that defines a Task subclass with a `name` is a task, so adding
+a task means adding one file. `get_task(name, variant)` is the only entry point the rest needs."""
+import importlib
+import pkgutil
 
-TASKS = {cls.name: cls for cls in (Addition, DynamicProgramming, Parity)}
+from .base import METHODS, RECURSIVE_METHODS, SOLUTION, Example, Malformed, Node, Task, check_method, return_text
+
+
+def _discover() -> dict[str, type[Task]]:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+    found = {cls.name: cls for cls in Task.__subclasses__() if getattr(cls, "name", None)}
+    order = ("addition", "dp", "parity")  # the paper's order first, then any added task by name
+    return {n: found[n] for n in sorted(found, key=lambda n: (order.index(n) if n in order else len(order), n))}
+
+
+TASKS = _discover()
 
 
 def get_task(name: str, variant: int = 0) -> Task:

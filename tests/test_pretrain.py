@@ -1,0 +1,81 @@
+"""The generic pre-training set (every record checked against an independent reading of its prompt), the cached
+pre-trained base that fine-tuning starts from, and the rehearsal mix."""
+import json
+import re
+
+import pytest
+
+from retune import data, experiments as ex, pretrain
+from retune.profiles import load_profile
+
+
+def items(text: str) -> list[str]:
+    """A sequence as written: a digit string, or a bracketed list."""
+    return re.findall(r"-?\d", text[1:-1]) if text.startswith("[") else list(text)
+
+
+def expected(prompt: str) -> str:
+    body = prompt.removesuffix("\n>> ")
+    op, _, rest = body.partition(": ")
+    listed = rest.startswith("[")
+    show = (lambda xs: "[" + ", ".join(xs) + "]") if listed else "".join
+    if op == "copy":
+        return rest
+    if op == "behead":
+        return show(items(rest)[1:])
+    if op == "behead both":
+        sep = re.search(r" [;|&+] ", rest).group(0)
+        a, b = rest.split(sep)
+        return show(items(a)[1:]) + sep + show(items(b)[1:])
+    item = re.fullmatch(r"put (-?\d) first", op).group(1)
+    return show([item] + items(rest))
+
+
+def test_every_record_does_what_its_prompt_says():
+    records = pretrain.build(3000, 24, seed=1)
+    assert {r["method"] for r in records} == set(pretrain.OPERATIONS)
+    assert {r["kind"] for r in records} == set(pretrain.KINDS)
+    for r in records:
+        assert r["output"] == expected(r["input"]), r
+        longest = 12 if r["kind"] == "ints" else 24
+        assert 2 <= r["size"] <= longest and len(items(r["input"].split(": ", 1)[1].split(" ")[0].rstrip("\n>")))
+    sizes = {r["size"] for r in records if r["kind"] == "digits"}
+    assert sizes == set(range(2, 25))  # the whole range, far past addition's 8 training digits
+
+
+def test_same_seed_same_records_other_seed_other_records():
+    assert pretrain.build(200, 10, seed=3) == pretrain.build(200, 10, seed=3)
+    assert pretrain.build(200, 10, seed=3) != pretrain.build(200, 10, seed=4)
+
+
+@pytest.mark.parametrize("examples, max_length, name", [(0, 10, "examples"), (10, 1, "max_length")])
+def test_bad_sizes_are_named(examples, max_length, name):
+    with pytest.raises(ValueError, match=f"pretrain {name}"):
+        pretrain.build(examples, max_length)
+
+
+def smoke_with_pretraining(tmp_path, mix=0.2):
+    dirs = {k: str(tmp_path / k) for k in ("data_dir", "runs_dir", "results_dir", "figures_dir")}
+    spec = {"examples": 64, "max_length": 12, "mix": mix, "train": {"max_steps": 4, "batch_size": 16, "lr": 1.0e-3}}
+    return load_profile("smoke", dirs, {"pretrain": spec})
+
+
+def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
+    profile = smoke_with_pretraining(tmp_path)
+    base = ex.base_model(profile, seed=0)
+    assert json.loads((tmp_path / "runs_dir" / base.split("/")[-1] / "run.json").read_text())["model"] == "tiny"
+    assert ex.base_model(profile, seed=0) == base  # cached: the same run, nothing trained again
+    assert ex.base_model(profile, seed=1) != base  # one base per seed
+    run = json.loads((ex.trained(profile, "parity", "retuning", 0) / "run.json").read_text())
+    assert run["model"] == base and run["model_kind"] == "run"
+    task_data, generic = (data.read_manifest(d["path"]) for d in run["data"])
+    assert generic["parameters"]["task"] == "generic"
+    share = generic["records"] / (generic["records"] + task_data["records"])
+    assert abs(share - 0.2) < 0.02
+    assert ex.model_label(profile) == "tiny+pretrain"
+
+
+def test_mix_outside_the_unit_interval_is_refused(tmp_path):
+    profile = smoke_with_pretraining(tmp_path, mix=1.0)
+    with pytest.raises(ValueError, match="pretrain mix"):
+        ex.trained(profile, "parity", "retuning", 0)
