@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 MODEL  ?=
+SET    ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 reproduce: $(STAMP)
-	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL))
+	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
 lab: $(STAMP)
 	$(PY) -m pip install -q -e '.[lab]'

@@ -156,11 +156,26 @@ def add_cli(subparsers) -> None:
     p.add_argument("--model", help="pretrained model (local path or hub id) instead of the profile's")
     p.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (file name, stem or number)")
     p.add_argument("--force", action="store_true", help="run notebooks even if their executed copy is current")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                   help="override a profile key, the value read as YAML (repeatable), e.g. --set 'seeds=[0, 1, 2]'")
     p.set_defaults(func=run_cli)
 
 
+def parse_sets(items: list[str]) -> dict:
+    """--set KEY=YAML pairs as a dict of profile overrides."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (a profile key, a YAML value); got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def run_cli(args) -> list[dict]:
-    overrides = {"model": args.model} if args.model else {}
+    overrides = parse_sets(args.set) | ({"model": args.model} if args.model else {})
     profile = load_profile(args.profile, overrides)
     try:
         records = reproduce(profile, only=args.only, force=args.force)

@@ -212,3 +212,10 @@ def test_tour_notebook_runs_under_smoke(tmp_path):
                            log=lambda *_: None)
     assert [r["status"] for r in records] == ["ran"]
     assert 'class=\\"retune-trace\\"' in (tmp_path / "00_tour.ipynb").read_text()
+
+
+def test_set_overrides_parse_as_yaml_and_bad_ones_are_named():
+    assert rp.parse_sets(["seeds=[0, 1, 2]", "train={max_steps: 5}", "model=/x/y"]) == \
+        {"seeds": [0, 1, 2], "train": {"max_steps": 5}, "model": "/x/y"}
+    with pytest.raises(ValueError, match="--set expects KEY=VALUE"):
+        rp.parse_sets(["seeds"])
