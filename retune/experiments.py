@@ -48,8 +48,11 @@ def base_model(profile: dict, seed: int) -> str:
     return profile["model"]
 
 
-def train_config(profile: dict, seed: int) -> dict:
-    config = dict(profile.get("train") or {}, seed=seed)
+def train_config(profile: dict, seed: int, task: str | None = None) -> dict:
+    """The profile's `train` settings, then its `train_by_task[task]` (every method of a task gets the same
+    budget), then the seed."""
+    per_task = (profile.get("train_by_task") or {}).get(task) or {}
+    config = dict(profile.get("train") or {}, **per_task, seed=seed)
     if profile.get("lora") is not None:
         config["lora"] = profile["lora"]
     return config
@@ -66,7 +69,7 @@ def trained(profile: dict, task: str, method: str, seed: int, distribution: str 
 
         paths.append(rehearsal(profile["pretrain"], paths[0], seed, where(profile, "data_dir")))
     model_config = profile.get("tiny_model") if base == "tiny" else None
-    return train.train(base, paths, train_config(profile, seed), where(profile, "runs_dir"), model_config)
+    return train.train(base, paths, train_config(profile, seed, task), where(profile, "runs_dir"), model_config)
 
 
 def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant: int = 0,

@@ -48,3 +48,9 @@ def test_evaluation_never_sees_a_training_problem_and_is_cached(tmp_path):
         [t.problem for t in traces]
     rows = ex.rows(traces, seed=0)
     assert len(rows) == len(traces) and all(r["correct"] == t.correct for r, t in zip(rows, traces))
+
+
+def test_per_task_training_budget_applies_to_every_method_of_the_task(tmp_path):
+    p = smoke(tmp_path, train_by_task={"dp": {"max_steps": 7, "batch_size": 4}})
+    assert ex.train_config(p, 3, "dp") == dict(p["train"], max_steps=7, batch_size=4, seed=3)
+    assert ex.train_config(p, 3, "addition") == dict(p["train"], seed=3)
