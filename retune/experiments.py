@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 from pathlib import Path
 
 from . import data, train
@@ -114,12 +115,30 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     from .decode import Limits
 
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
-    traces = decode_with(run_dir, task, method, problems, variant, Limits(**(profile.get("limits") or {})),
-                         profile.get("eval_batch_size", 64), progress)
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    limits = Limits(**(profile.get("limits") or {}))
+    # Decoded in chunks, each saved as it finishes, so an interrupted evaluation resumes where it stopped.
+    parts = cache.with_name(cache.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    chunk = profile.get("eval_chunk", 256)
+    generator, traces = None, []
+    for start in range(0, len(problems), chunk):
+        part = parts / f"{start:07d}.jsonl"
+        if part.exists():
+            traces += load_traces(part)
+            continue
+        if generator is None:
+            model, tok = train.load_trained(run_dir, merge=True)
+            generator = HFGenerator(model, tok, batch_size=profile.get("eval_batch_size", 64))
+        new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, limits,
+                     progress=progress)
+        tmp = part.with_name(part.name + ".tmp")
+        save_traces(tmp, new)
+        tmp.replace(part)
+        traces += new
     tmp = cache.with_name(cache.name + ".tmp")
     save_traces(tmp, traces)
     tmp.replace(cache)
+    shutil.rmtree(parts)
     return traces
 
 

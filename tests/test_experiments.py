@@ -54,3 +54,37 @@ def test_per_task_training_budget_applies_to_every_method_of_the_task(tmp_path):
     p = smoke(tmp_path, train_by_task={"dp": {"max_steps": 7, "batch_size": 4}})
     assert ex.train_config(p, 3, "dp") == dict(p["train"], max_steps=7, batch_size=4, seed=3)
     assert ex.train_config(p, 3, "addition") == dict(p["train"], seed=3)
+
+
+class Killed(Exception):
+    """Stands for the process being killed mid-evaluation."""
+
+
+def test_an_interrupted_evaluation_resumes_from_its_last_saved_chunk(tmp_path, monkeypatch):
+    p = smoke(tmp_path, eval_sizes={"parity": [3, 6]}, eval_problems_per_size=4, eval_chunk=5)
+    run = ex.trained(p, "parity", "retuning", 0)
+    whole = ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+    assert len(whole) > 10
+    for f in (run / "evals").glob("*.jsonl"):
+        f.unlink()
+
+    real_decode, calls, die_at = ex.decode, [], [2]
+
+    def decode_then_die(task, problems, *args, **kwargs):
+        calls.append(len(problems))
+        if len(calls) == die_at[0]:
+            raise Killed
+        return real_decode(task, problems, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "decode", decode_then_die)
+    try:
+        ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+    except Killed:
+        pass
+    assert not list((run / "evals").glob("*.jsonl"))  # no finished file after an interruption
+    calls.clear()
+    die_at[0] = None
+    resumed = ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+    assert sum(calls) == len(whole) - 5  # the first chunk was not decoded again
+    assert [t.to_dict() for t in resumed] == [t.to_dict() for t in whole]
+    assert not list((run / "evals").glob("*.parts"))
