@@ -117,9 +117,9 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
     limits = Limits(**(profile.get("limits") or {}))
     # Decoded in chunks, each saved as it finishes, so an interrupted evaluation resumes where it stopped.
-    parts = cache.with_name(cache.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
     chunk = profile.get("eval_chunk", 256)
+    parts = cache.with_name(f"{cache.name}.parts{chunk}")  # chunk in the name: parts of another size never mix
+    parts.mkdir(parents=True, exist_ok=True)
     generator, traces = None, []
     for start in range(0, len(problems), chunk):
         part = parts / f"{start:07d}.jsonl"
