@@ -127,8 +127,7 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
             traces += load_traces(part)
             continue
         if generator is None:
-            model, tok = train.load_trained(run_dir, merge=True)
-            generator = HFGenerator(model, tok, batch_size=profile.get("eval_batch_size", 64))
+            generator = hf_generator(run_dir, profile.get("eval_batch_size", 64))
         new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, limits,
                      progress=progress)
         tmp = part.with_name(part.name + ".tmp")
@@ -142,11 +141,16 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     return traces
 
 
+def hf_generator(run_dir: Path, batch_size: int = 64) -> HFGenerator:
+    """A trained run's model (LoRA merged) behind the batched generator interface."""
+    model, tok = train.load_trained(run_dir, merge=True)
+    return HFGenerator(model, tok, batch_size=batch_size)
+
+
 def decode_with(run_dir: Path, task: str, method: str, problems: list, variant: int = 0, limits=None,
                 batch_size: int = 64, progress: bool = False) -> list:
     """Greedy recursive decoding of `problems` with a trained model."""
-    model, tok = train.load_trained(run_dir, merge=True)
-    generator = HFGenerator(model, tok, batch_size=batch_size)
+    generator = hf_generator(run_dir, batch_size)
     return decode(get_task(task, variant), problems, method, generator, limits, progress=progress)
 
 
