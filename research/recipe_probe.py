@@ -1,0 +1,73 @@
+"""Which fine-tuning recipe lets the tiny model learn each task in distribution within the cpu budget?
+
+One run: a task x method fine-tuned from scratch (no generic pre-training) with the given settings, then free
+greedy recursive decoding of fresh problems at the in-distribution sizes only (the recipe is chosen on these and
+on nothing out of distribution). Appends one JSON line to research/logs/recipe.jsonl.
+
+    python research/recipe_probe.py --task addition --method retuning --lr 3e-3 --steps 1500 [--top 8] [--threads 1]
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from retune import experiments as ex
+from retune.profiles import load_profile
+
+LOG = Path(__file__).resolve().parent / "logs" / "recipe.jsonl"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="addition")
+    ap.add_argument("--method", default="retuning")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--top", type=int, default=None, help="largest training size (default: the cpu profile's)")
+    ap.add_argument("--per-size", type=int, default=1000)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--eval-n", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    profile = load_profile("cpu")
+    profile["pretrain"] = None
+    profile["tiny_model"] = dict(profile["tiny_model"], hidden_size=args.hidden, num_hidden_layers=args.layers,
+                                 intermediate_size=4 * args.hidden)
+    profile["train"] = dict(profile["train"], lr=args.lr, max_steps=args.steps, batch_size=args.batch,
+                            warmup_steps=args.warmup)
+    profile["train_by_task"] = {}
+    profile["train_problems_per_size"] = args.per_size
+    if args.top:
+        profile["train_sizes"] = dict(profile["train_sizes"], **{args.task: args.top})
+    top = profile["train_sizes"][args.task]
+    start = time.time()
+    run = ex.trained(profile, args.task, args.method, args.seed)
+    traces = ex.evaluate_run(profile, run, args.task, args.method, args.seed, sizes=(2, top), n=args.eval_n,
+                             progress=False)
+    m = json.loads((run / "measurements.json").read_text())
+    by_size = {}
+    for t in traces:
+        by_size.setdefault(t.size, []).append(t.correct)
+    out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
+           "warmup": args.warmup, "top": top, "per_size": args.per_size, "hidden": args.hidden,
+           "layers": args.layers, "seed": args.seed, "threads": args.threads,
+           "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
+           "final_loss": (m.get("losses") or [[None, None]])[-1][1],
+           "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),
+           "by_size": {k: round(sum(v) / len(v), 2) for k, v in sorted(by_size.items())}, "run": run.name}
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with LOG.open("a") as f:
+        f.write(json.dumps(out) + "\n")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
