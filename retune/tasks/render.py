@@ -40,7 +40,8 @@ def render(task: Task, problem: Any, method: str) -> str:
     if method not in RECURSIVE_METHODS:
         (example,) = task.examples(problem, method)
         context = [(example.input, example.output, example.kind)]
-        return f"#1 the only context\n{marked(context)}\n→ answer: {task.final_answer(method, example.output)}\n"
+        answer = task.final_answer(method, example.output)
+        return f"#1 the only context\n{marked(context)}\n→ final answer: {answer}\n"
     blocks, numbers = [], {}
     for node, depth in task.tree(problem).walk():
         numbers[id(node)] = len(numbers) + 1
