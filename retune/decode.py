@@ -5,12 +5,13 @@ per-row token limit). Two backends: a Hugging Face causal LM (`HFGenerator`) and
 answers every context of the oracle call trees with its correct target. A new backend (vLLM, an API) only has
 to implement `generate`; the decoder never looks inside.
 
-The recursive decoder (`decode`) runs the Re-Tuning protocol (SPEC §1) level-synchronously: every unfinished
-problem has exactly one open context at any time (its call tree is walked depth-first), and all open contexts
-of all problems advance together in one batched `generate` per step. A turn containing `Call: X\\n` suspends
-its context; `X\\nSolution: ` is solved in a fresh context; its answer comes back as `Return: <answer>\\nAnswer: `
-and the caller resumes. Nothing the model writes can crash the decoder: every failure ends its problem with a
-named error kind (see ERROR_KINDS) and the batch goes on.
+The recursive decoder (`decode`) runs the Re-Tuning protocol (docs/protocol.md, "The Re-Tuning protocol")
+level-synchronously: every unfinished problem has exactly one open context at any time (its call tree is walked
+depth-first), and all open contexts of all problems advance together in one batched `generate` per step. A turn
+containing `Call: X\\n` suspends its context; `X\\nSolution: ` is solved in a fresh context; its answer comes back
+as `Return: <answer>\\nAnswer: ` and the caller resumes. A task whose oracle top level ends at its last return
+(`Node.answer_is_last_return`: DP) is stopped there, and that return is the answer. Nothing the model writes can
+crash the decoder: every failure ends its problem with a named error kind (see ERROR_KINDS) and the batch goes on.
 
 Layering: imports tasks (and model for token ids) only; never evaluate/train/report.
 """
@@ -39,7 +40,8 @@ class TraceNode:
     `turns[i]` for i < len(calls) is a call turn; `returns[i]` is what came back for `calls[i]` (None for the
     no_carryover ablation, where nothing is solved). `context` is the whole context at the end: the fresh
     context `prompt + "\\nSolution: "` (for single-context methods: the method's top context) followed by the
-    turns and returns. `error` is set on the node where decoding of the problem stopped.
+    turns and returns (a top level that ends at its last return, DP, keeps that return in `returns` and `answer`
+    only: the model never sees it). `error` is set on the node where decoding of the problem stopped.
     """
 
     prompt: str
@@ -375,6 +377,10 @@ class _Problem:
         self.call_limit = limits.calls
         self.new_tokens = limits.new_tokens or default_new_tokens(max(len(e.output) for e in examples))
         oracle_contexts = len({e.input for e in examples}) if self.recursive else 1
+        # The top level of some tasks ends when its n-th call returns (docs/protocol.md, "DP"); n is the task's,
+        # the same for every problem (DP: 2). 0: it ends with an answer turn, as every other context.
+        top = task.tree(problem) if self.recursive else None
+        self.top_calls = len(top.children) if top is not None and top.ends_at_last_return(method) else 0
         self.context_limit = limits.contexts or 2 * oracle_contexts + 8
         self.contexts = 1
         prompt = self.top_context[:-len(SOLUTION)] if self.recursive else self.top_context
@@ -388,14 +394,16 @@ class _Problem:
         self.trace.error = kind
         self.done = True
 
-    def finish(self, text: str) -> None:
-        """Score the top-level answer text; unreadable text is an error, never an exception."""
+    def finish(self, text: str, writer: TraceNode | None = None) -> None:
+        """Score the top-level answer text; unreadable text is an error, never an exception, recorded on the
+        node that wrote the text (`writer`: the root, or the last callee where the answer is its return)."""
+        writer = writer or self.trace.root
         try:
             predicted = self.task.final_answer(self.method, text)
         except Malformed as e:
-            return self.fail(self.trace.root, e.kind)
+            return self.fail(writer, e.kind)
         except Exception:  # e.g. int() of a 10,000-digit string: still just an unreadable answer
-            return self.fail(self.trace.root, "unparseable_answer")
+            return self.fail(writer, "unparseable_answer")
         self.trace.predicted = jsonable(predicted)
         self.trace.correct = self.trace.predicted == self.trace.expected
         self.done = True
@@ -443,6 +451,9 @@ def _advance(state: _Problem, open_: _Open, gen: Generation) -> _Open | None:
             return state.finish(gen.text)
         parent = open_.parent
         parent.node.returns.append(node.answer)
+        if parent.parent is None and len(parent.node.calls) == state.top_calls:
+            parent.node.answer = node.answer  # the top level ends at this return: it is the answer
+            return state.finish(node.answer, node)
         parent.node.context += return_text(state.method, node.answer)
         return parent
     if len(node.calls) + 1 > state.call_limit:

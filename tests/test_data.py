@@ -28,8 +28,8 @@ def test_records_and_manifest(tmp_path):
                                                                                              "combine"}
     assert manifest["char_tokens"]["total"] == sum(len(r["input"]) + len(r["output"]) + 1 for r in records)
     assert data.read_manifest(out)["sha256"] == manifest["sha256"]
-    # each of the 15 problems has one top-level context that calls twice and one that answers
-    assert sum(r["input"].startswith("Compute the maximum") for r in records) == 15 * 3
+    # each of the 15 problems has two top-level contexts, one per call (docs/protocol.md, "DP")
+    assert sum(r["input"].startswith("Compute the maximum") for r in records) == 15 * 2
 
 
 def test_efficiency_gives_distinct_problems(tmp_path):

@@ -33,12 +33,47 @@ def test_oracle_solves_every_size(name, method):
             assert t.root.children == [] and all(r is None for r in t.root.returns)
 
 
-def test_dp_top_level_calls_twice():
+class Recording:
+    """A generator that remembers every context it was asked to continue."""
+
+    def __init__(self, inner):
+        self.inner, self.contexts = inner, []
+
+    def generate(self, contexts, max_new_tokens):
+        self.contexts += contexts
+        return self.inner.generate(contexts, max_new_tokens)
+
+
+def test_dp_top_level_ends_at_the_second_return():
+    """Two top-level contexts: after the second call returns nothing more is generated at the top, and the answer
+    is that return."""
     task = get_task("dp")
     p = [3, -1, 4, 1, -5]
-    t = decode(task, [p], "retuning", OracleGenerator.for_problems(task, [p], "retuning"))[0]
-    assert len(t.root.calls) == 2 and len(t.root.children) == 2
-    assert t.root.context.count("Return: ") == 2
+    recorder = Recording(OracleGenerator.for_problems(task, [p], "retuning"))
+    t = decode(task, [p], "retuning", recorder)[0]
+    assert t.correct and len(t.root.calls) == 2 and len(t.root.children) == 2 and len(t.root.turns) == 2
+    assert t.root.returns == [c.answer for c in t.root.children] and t.root.answer == t.root.returns[1]
+    top = [c for c in recorder.contexts if c.startswith(task.top_context(p, "retuning"))]
+    assert len(top) == 2 and t.root.context.count("Return: ") == 1
+    # the answer is the second call's return, whatever it is
+    chosen_top = t.root.children[1].context.rsplit("Append", 1)[0]
+    wrong = Scripted(lambda c: "Append 1 if False else 2.\nAnswer: [2, 2, 2, 2, 1]" if c == chosen_top
+                     else recorder.inner.targets.get(c, ""))
+    t = decode(task, [p], "retuning", wrong)[0]
+    assert (t.predicted, t.correct, t.error, t.root.answer) == ([2, 2, 2, 2, 1], False, None, "[2, 2, 2, 2, 1]")
+    # an unreadable return ends the problem at the node that wrote it, not at the top level
+    garbled = Scripted(lambda c: "Append 1 if False else 2.\nAnswer: [1, x]" if c == chosen_top
+                       else recorder.inner.targets.get(c, ""))
+    t = decode(task, [p], "retuning", garbled)[0]
+    assert t.error == "unparseable_answer" and t.root.error is None and t.root.children[1].error == t.error
+
+
+def test_dp_oracle_is_exact_for_every_length_up_to_30():
+    task = get_task("dp")
+    problems = problems_of(task, range(1, 31), 3)
+    traces = decode(task, problems, "retuning", OracleGenerator.for_problems(task, problems, "retuning"))
+    assert [t.outcome for t in traces] == ["correct"] * len(problems)
+    assert all(len(t.root.turns) == 2 for t in traces)
 
 
 def test_parse_call():

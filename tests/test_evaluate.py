@@ -111,7 +111,7 @@ def test_teacher_forced_oracle_step_counts():
     x = [1, -2, 3, 4]
     tf = teacher_forced(dp, [x], "retuning", OracleGenerator.for_problems(dp, [x], "retuning"))
     assert tf["trace_exact"] == [True]
-    expected = {(0, "call"): [2, 2], (0, "combine"): [1, 1], (4, "base"): [2, 2]}
+    expected = {(0, "call"): [2, 2], (4, "base"): [2, 2]}  # the top level is two calls, no answer turn
     expected.update({(d, k): [2, 2] for d in (1, 2, 3) for k in ("call", "combine")})  # the dp and chosen chains
     assert tf["steps"] == expected
     addition = get_task("addition")

@@ -1,4 +1,4 @@
-"""Task specs: golden strings from SPEC, solvers against brute force, oracle trees far beyond training."""
+"""Task specs: golden strings (docs/protocol.md), solvers against brute force, oracle trees far beyond training."""
 import itertools
 import random
 import re
@@ -15,7 +15,7 @@ def pairs(examples):
     return [(e.input, e.output) for e in examples]
 
 
-# --- golden strings, written by hand from SPEC -------------------------------------------------------
+# --- golden strings, written by hand from the paper's formats (docs/protocol.md) ----------------------
 def test_addition_golden_equal_length():
     assert pairs(ADD.examples(("45", "67"), "retuning")) == [
         ("45 + 67\nSolution: ", "Call: 5 + 7\n"),
@@ -44,16 +44,31 @@ DP_CHOSEN_CALL = ("If there is only 1 item, return 1 if we should use it else 2.
                   "to get the sum, call False else True. Call: ")
 
 
+def test_dp_golden_top_level_is_two_contexts():
+    """The top level chains two calls; the answer is the second call's return, nothing follows it."""
+    top = "Compute the maximum sum of nonadjacent subsequences of [3, -1, 2]\nSolution: "
+    depth0 = [e for e in DP.examples([3, -1, 2], "retuning") if e.depth == 0]
+    assert [(e.input, e.output, e.kind) for e in depth0] == [
+        (top, "Call: Create dp array [3, -1, 2]\n", "call"),
+        (top + "Call: Create dp array [3, -1, 2]\nReturn: [5, 2, 2]\nAnswer: ",
+         "Call: Create chosen indices array: sum array [5, 2, 2], item array [3, -1, 2], can use item True\n",
+         "call"),
+    ]
+    tree = DP.tree([3, -1, 2])
+    assert tree.children[1].answer == "[1, 2, 1]" == str(DP.solve([3, -1, 2]))
+    assert len(tree.contexts("retuning")) == 2
+    # only the ablations write the answer after the last return: no_carryover has no return to stop at
+    assert [t for _, t, _ in tree.contexts("no_carryover")][-1] == "[1, 2, 1]"
+    assert DP.examples([3, -1, 2], "inline")[0].output.endswith("Return: [1, 2, 1]\nAnswer: [1, 2, 1]")
+
+
 def test_dp_golden_tie_prefers_choosing():
     top = "Compute the maximum sum of nonadjacent subsequences of [0, 0]\nSolution: "
     first = top + "Call: Create dp array [0, 0]\nReturn: [0, 0]\nAnswer: "
-    second = first + ("Call: Create chosen indices array: sum array [0, 0], item array [0, 0], can use item True\n"
-                      "Return: [1, 2]\nAnswer: ")
     chosen = "Create chosen indices array: sum array [0, 0], item array [0, 0], can use item True\nSolution: "
     assert pairs(DP.examples([0, 0], "retuning")) == [
         (top, "Call: Create dp array [0, 0]\n"),
         (first, "Call: Create chosen indices array: sum array [0, 0], item array [0, 0], can use item True\n"),
-        (second, "[1, 2]"),
         ("Create dp array [0, 0]\nSolution: ", "Call with array minus first element. Call: Create dp array [0]\n"),
         ("Create dp array [0, 0]\nSolution: Call with array minus first element. Call: Create dp array [0]\n"
          "Return: [0]\nAnswer: ", "Append max(return[0], array[0] + return[1]) to return.\nAnswer: [0, 0]"),
@@ -157,14 +172,16 @@ def test_parity_solver():
 
 # --- the oracle tree, walked as the recursive decoder would ------------------------------------------
 def walk(node):
-    """Solve a node in a fresh context: follow its calls, feed back the returns, return its answer."""
-    context = node.prompt + SOLUTION
+    """Solve a node in a fresh context: follow its calls, feed back the returns, return its answer (the last
+    return where the context ends there)."""
+    context, returned = node.prompt + SOLUTION, None
     for i, turn in enumerate(node.turns[:-1]):
         call = re.fullmatch(r"(?s).*?Call: (.*)\n", turn)
         assert call and call.group(1) == node.children[i].prompt
-        context += turn + f"Return: {walk(node.children[i])}\nAnswer: "
+        returned = walk(node.children[i])
+        context += turn + f"Return: {returned}\nAnswer: "
     assert ("Return: " in context) == bool(node.children)
-    return node_answer(node.turns[-1])
+    return returned if node.answer_is_last_return else node_answer(node.turns[-1])
 
 
 def independent_node_check(task, node):

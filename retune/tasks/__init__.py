@@ -6,9 +6,12 @@ import pkgutil
 from .base import METHODS, RECURSIVE_METHODS, SOLUTION, Example, Malformed, Node, Task, check_method, return_text
 
 
+SUPPORT = ("base", "render")  # modules of this folder that are not tasks
+
+
 def _discover() -> dict[str, type[Task]]:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in SUPPORT:
             importlib.import_module(f"{__name__}.{module.name}")
     found = {cls.name: cls for cls in Task.__subclasses__() if getattr(cls, "name", None)}
     order = ("addition", "dp", "parity")  # the paper's order first, then any added task by name

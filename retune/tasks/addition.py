@@ -1,4 +1,5 @@
-"""Integer addition (SPEC §2). A problem is a pair of digit strings; its size is the longer one's length."""
+"""Integer addition (docs/protocol.md, "Addition"). A problem is a pair of digit strings; its size is the longer
+one's length."""
 from __future__ import annotations
 
 import random

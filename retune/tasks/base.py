@@ -1,7 +1,8 @@
 """The machinery every task shares: the oracle call tree, the methods' formats and their training examples.
 
 A task file only says what is specific to it (sampler, solver, prompts, renderers, parsers); everything that
-follows from the Re-Tuning protocol (SPEC §1) lives here, so a new task is one new file.
+follows from the Re-Tuning protocol (docs/protocol.md, "The Re-Tuning protocol") lives here, so a new task is one
+new file.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ CALL_MARK = "Call: "
 
 METHODS = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
 RECURSIVE_METHODS = ("retuning", "no_carryover")  # decoded as a tree of fresh contexts
+
+
+def carries_returns(method: str) -> bool:
+    """Whether a call's answer comes back to its caller (every recursive method but the no_carryover ablation)."""
+    return method != "no_carryover"
 
 
 def return_text(method: str, answer: str) -> str:
@@ -41,6 +47,11 @@ class Node:
     `turns` are the texts the model writes in this context, in order; turn i < len(children) is a call turn that
     ends in `Call: <children[i].prompt>\\n`, and the last turn is the node's answer (a base case when it is the
     only turn, a combination otherwise).
+
+    `answer_is_last_return`: the context ends as soon as its last call returns, and that return is its answer
+    (the dynamic-programming top level; docs/protocol.md, "DP"). Its final turn, then a copy of that return, is
+    neither a training target nor generated wherever returns come back; only the ablations write it (no_carryover
+    has no return to stop at, inline writes every context into one text).
     """
 
     prompt: str
@@ -48,9 +59,12 @@ class Node:
     children: list["Node"] = field(default_factory=list)
     size: int = 0  # the size of the problem this context solves (digits, length, bits)
     meta: dict = field(default_factory=dict)  # task-specific facts the paper's re-sampling needs
+    answer_is_last_return: bool = False
 
     def __post_init__(self):
         assert len(self.turns) == len(self.children) + 1, "one turn per call, plus the final turn"
+        if self.answer_is_last_return:
+            assert self.children and self.turns[-1] == self.children[-1].answer, "the final turn is the last return"
 
     @property
     def answer(self) -> str:
@@ -71,10 +85,15 @@ class Node:
         for child in self.children:
             yield from child.walk(depth + 1, seen)
 
+    def ends_at_last_return(self, method: str) -> bool:
+        """Whether decoding `method` stops this context when its last call returns (no final turn)."""
+        return self.answer_is_last_return and carries_returns(method)
+
     def contexts(self, method: str = "retuning") -> list[tuple[str, str, str]]:
         """(context, target, kind) for each turn of this node, as the decoder sees them."""
         out, context = [], self.prompt + SOLUTION
-        for i, turn in enumerate(self.turns):
+        turns = self.turns[:-1] if self.ends_at_last_return(method) else self.turns
+        for i, turn in enumerate(turns):
             kind = "call" if i < len(self.children) else self.kind_of_last
             out.append((context, turn, kind))
             if i < len(self.children):
@@ -155,7 +174,8 @@ class Task:
 
     # --- derived -------------------------------------------------------------------------------------
     def examples(self, problem: Any, method: str, seen: set | None = None) -> list[Example]:
-        """Training examples of one problem; recursive methods are split at every call (SPEC §1).
+        """Training examples of one problem; recursive methods are split at every call (docs/protocol.md,
+        "Training examples").
         `seen` de-duplicates recursive methods' contexts across problems by prompt."""
         check_method(method)
         size = self.size_of(problem)
@@ -172,7 +192,7 @@ class Task:
         return out
 
     def paper_problems(self, method: str, rng: random.Random):
-        """The reference training problems (SPEC, 'Training'), before re-sampling."""
+        """The reference training problems, before re-sampling (docs/protocol.md, "Training distributions")."""
         raise NotImplementedError
 
     def paper_repeats(self, example: Example, method: str, rng: random.Random) -> int:

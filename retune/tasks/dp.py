@@ -1,5 +1,8 @@
-"""Maximum-sum non-adjacent subsequence (SPEC §3). A problem is a list of integers in [-5, 5]; the answer marks
-each element 1 (chosen) or 2 (not chosen), the lexicographically smallest among optimal choices."""
+"""Maximum-sum non-adjacent subsequence (docs/protocol.md, "DP"). A problem is a list of integers in [-5, 5]; the
+answer marks each element 1 (chosen) or 2 (not chosen), the lexicographically smallest among optimal choices.
+
+The top level only chains two calls (the dp array, then the chosen indices from it) and its answer is the second
+call's return: nothing is generated after it, as in the reference decoder."""
 from __future__ import annotations
 
 import itertools
@@ -65,7 +68,7 @@ class DynamicProgramming(Task):
     name = "dp"
     size_name = "length"
     variants = len(PROMPTS)
-    depth_limit = staticmethod(lambda size: 35)  # the reference decoder's cap (SPEC §1)
+    depth_limit = staticmethod(lambda size: 35)  # the reference decoder's cap (docs/protocol.md, "Decoding limits")
 
     def sample(self, size: int, rng: random.Random) -> list[int]:
         return [rng.randint(LOW, HIGH) for _ in range(size)]
@@ -82,8 +85,8 @@ class DynamicProgramming(Task):
         dp = dp_array(x)
         first = self.dp_node(x)
         second = self.chosen_node(dp, x, True)
-        turns = [f"{CALL_MARK}{first.prompt}\n", f"{CALL_MARK}{second.prompt}\n", str(self.solve(x))]
-        return Node(top.format(x=x), turns, [first, second], len(x))
+        turns = [f"{CALL_MARK}{first.prompt}\n", f"{CALL_MARK}{second.prompt}\n", second.answer]
+        return Node(top.format(x=x), turns, [first, second], len(x), answer_is_last_return=True)
 
     def dp_node(self, x: list[int]) -> Node:
         prompt = PROMPTS[self.variant][1].format(x=x)

@@ -1,4 +1,4 @@
-"""Parity of a bit list (SPEC §4): the number of ones mod 2. A call drops the first bit."""
+"""Parity of a bit list (docs/protocol.md, "Parity"): the number of ones mod 2. A call drops the first bit."""
 from __future__ import annotations
 
 import random
@@ -57,7 +57,8 @@ class Parity(Task):
                 yield self.sample(length, rng)
 
     def paper_repeats(self, example, method, rng):
-        # SPEC leaves the reference's weights toward short lists open; we use the dynamic-programming ones.
+        # The paper does not state the reference's weights toward short lists; we use the dynamic-programming
+        # ones (docs/protocol.md, "Training distributions").
         if method in ("retuning", "no_carryover"):
             return {1: 250, 2: 30, 3: 4}.get(example.size, 1)
         return 1
