@@ -64,10 +64,13 @@ def versions() -> dict:
     return out
 
 
-def profile_meta(profile: dict, **extra) -> dict:
-    """The `meta` of a result made under a profile: its name, seeds and the whole parameter set."""
-    return {"profile": profile.get("profile"), "seeds": profile.get("seeds"), "model": profile.get("model"),
-            "parameters": profile, **extra}
+def profile_meta(profile, **extra) -> dict:
+    """The `meta` of a result made under a profile (a retune.profiles.Profile, or its dict): its name, seeds, model
+    and the whole parameter set."""
+    settings = profile if isinstance(profile, dict) else profile.to_dict()
+    model = settings.get("model")
+    return {"profile": settings.get("profile"), "seeds": settings.get("seeds"),
+            "model": model.get("source") if isinstance(model, dict) else model, "parameters": settings, **extra}
 
 
 def _write_meta(path: Path, name: str, meta: dict | None, files: list[Path]) -> Path:
@@ -337,11 +340,12 @@ def error_examples(df: pd.DataFrame, per_kind: int = 2) -> pd.DataFrame:
 
 # --- training cost, sample efficiency, robustness, ablations ---------------------------------------------------
 TRAINING_METRICS = {"tokens_per_example_mean": "tokens per training example",
-                    "peak_memory_mb": "peak memory (MB)"}
+                    "step_memory_mb": "memory of one training step (MiB)"}
 
 
 def plot_training_cost(measurements: pd.DataFrame, metrics: dict | Sequence[str] | None = None):
-    """Bars per task x method for each training measurement (default: tokens per example and peak memory);
+    """Bars per task x method for each training measurement (default: tokens per example and the memory of one
+    training step, as notebook 05 measures it);
     columns that are absent are skipped."""
     set_style()
     metrics = dict(TRAINING_METRICS) if metrics is None else (
