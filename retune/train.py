@@ -63,28 +63,19 @@ def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict
     return examples, dropped
 
 
-class CompletionCollator:
-    """Pads a batch on the right (positions then start at 0, as in generation).
+def completion_collator(tokenizer):
+    """transformers' DataCollatorForSeq2Seq on a right-padding copy of `tokenizer` (positions then start at 0, as
+    in generation; the tokenizer itself keeps the left padding generation needs).
 
-    Labels were built per example (prompt -100, target, EOS), so padding them with -100 never masks a real EOS
-    even when the pad token is EOS (LLaMA)."""
+    Labels were built per example (prompt -100, target, EOS) and are padded with -100, so padding never masks a
+    real EOS even when the pad token is EOS (LLaMA)."""
+    import copy
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    from transformers import DataCollatorForSeq2Seq
 
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[row, :n] = torch.tensor(b["input_ids"])
-            labels[row, :n] = torch.tensor(b["labels"])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    right = copy.copy(tokenizer)
+    right.padding_side = "right"
+    return DataCollatorForSeq2Seq(right, label_pad_token_id=-100, return_tensors="pt")
 
 
 class TokenCounter:
@@ -347,7 +338,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     args = training_arguments(config, output_dir, torch.cuda.is_available())
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=list(callbacks))
+                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks))
     return trainer, counter
 
 

@@ -47,7 +47,7 @@ def test_collator_masks_prompt_and_padding_keeps_eos():
     tok = char_tokenizer()
     a = encode_example(tok, "1 + 2\nAnswer: ", "3")
     b = encode_example(tok, "10 + 20\nAnswer: ", "30")
-    collate = T.CompletionCollator(tok.pad_token_id)
+    collate = T.completion_collator(tok)
     batch = collate([{"input_ids": a[0], "labels": a[1]}, {"input_ids": b[0], "labels": b[1]}])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape == labels.shape == (2, len(b[0]))
@@ -70,9 +70,12 @@ def test_collator_with_eos_as_pad_keeps_target_eos():
     """LLaMA tokenizers pad with EOS; the EOS target must survive padding."""
     tok = char_tokenizer()
     ids, labels = encode_example(tok, "ab", "c")
-    batch = T.CompletionCollator(tok.eos_token_id)([{"input_ids": ids, "labels": labels},
-                                                     {"input_ids": ids + ids, "labels": labels + labels}])
-    assert batch["labels"][0].tolist().count(tok.eos_token_id) == 1
+    tok.pad_token = tok.eos_token
+    batch = T.completion_collator(tok)([{"input_ids": ids, "labels": labels},
+                                        {"input_ids": ids + ids, "labels": labels + labels}])
+    assert batch["input_ids"][0, len(ids):].tolist() == [tok.eos_token_id] * len(ids)  # padded with EOS ...
+    assert batch["labels"][0].tolist().count(tok.eos_token_id) == 1  # ... yet only the target's EOS is learned
+    assert tok.padding_side == "left"  # the caller's tokenizer still pads for generation
 
 
 def test_length_grouped_sampler_is_a_seeded_permutation_with_little_padding():
