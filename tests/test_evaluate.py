@@ -93,7 +93,8 @@ def test_teacher_forced_oracle_step_counts():
     expected.update({(d, k): [2, 2] for d in (1, 2, 3) for k in ("call", "combine")})  # the dp and chosen chains
     assert tf["steps"] == expected
     addition = get_task("addition")
-    problems = [addition.sample(size, random.Random(f"tf/{size}/{i}")) for size in (1, 6) for i in range(3)]
+    streams = {size: random.Random(f"eval-addition-{size}-0") for size in (1, 6)}
+    problems = [addition.sample(size, streams[size]) for size in (1, 6) for _ in range(3)]
     tf = teacher_forced(addition, problems, "retuning", OracleGenerator.for_problems(addition, problems, "retuning"))
     counts = Counter()
     for p in problems:

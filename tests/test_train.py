@@ -332,8 +332,8 @@ def test_cli_trains_with_a_profile_and_set_overrides(tmp_path):
 def test_cli_errors_name_the_parameter(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
     runs = f"paths.runs={tmp_path / 'runs'}"
-    with pytest.raises(ValueError, match=r"unknown key 'lrate' in train; did you mean 'lr'\? \(allowed: lr, epochs"):
-        cli(["--data", str(data), "--set", "train.lrate=1", "--set", runs])
+    with pytest.raises(ValueError, match=r"unknown key 'lrr' in train; did you mean 'lr'\? \(allowed: lr, epochs"):
+        cli(["--data", str(data), "--set", "train.lrr=1", "--set", runs])
     with pytest.raises(ValueError, match="--model .*/nope.*no such directory"):
         cli(["--data", str(data), "--model", str(tmp_path / "nope"), "--set", runs])
     with pytest.raises(FileNotFoundError, match="dataset .*missing.jsonl.* does not exist"):
