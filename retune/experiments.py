@@ -118,9 +118,7 @@ def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: 
     cached beside the run."""
     sizes = tuple(sizes or profile.eval.sizes[task])
     n = n or profile.eval.problems_per_size
-    params = evaluation_params(profile, task, method, seed, variant, sizes, n)
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
+    cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
     if cache.exists():
         return load_traces(cache)
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
@@ -155,10 +153,11 @@ def placement_path(cache: Path) -> Path:
     return cache.with_name(cache.name.removesuffix(".jsonl") + ".placement.json")
 
 
-def evaluation_cache(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0) -> Path:
-    """The traces file evaluate_run writes for these settings."""
-    params = evaluation_params(profile, task, method, seed, variant, profile.eval.sizes[task],
-                               profile.eval.problems_per_size)
+def evaluation_cache(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
+                     sizes=None, n: int | None = None) -> Path:
+    """The traces file of an evaluation (evaluate_run's cache), named by a hash of what decides it."""
+    params = evaluation_params(profile, task, method, seed, variant, sizes or profile.eval.sizes[task],
+                               n or profile.eval.problems_per_size)
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     return Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
 
@@ -405,8 +404,8 @@ def run_cli(args) -> dict:
     if shorthand:
         overrides["eval"] = dict(overrides.get("eval") or {}, **shorthand)
     profile = load_profile(args.profile, overrides)
-    if args.run and (args.task or args.method):
-        raise ValueError("--run names the run already; leave out --task/--method (or leave out --run)")
+    if args.run and (args.task or args.method or args.seed is not None):
+        raise ValueError("--run names the run already; leave out --task/--method/--seed (or leave out --run)")
     out = evaluate_command(profile, Path(args.run) if args.run else None, args.task, args.method, args.seed)
     print(json.dumps(out))
     return out
