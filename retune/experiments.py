@@ -18,7 +18,7 @@ from . import data, train
 from .decode import HFGenerator, Limits, decode, load_traces, save_traces
 from .model import DTYPES
 from .profiles import Profile
-from .tasks import get_task
+from .tasks import METHODS, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -362,6 +362,9 @@ def evaluate_command(profile: Profile, run_dir: Path | None = None, task: str | 
     if run_dir is None:
         if not (task and method):
             raise ValueError("give --run RUN_DIR, or --task and --method (trained from the profile, cached)")
+        if task not in TASKS or method not in METHODS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)} and --method one of {', '.join(METHODS)}; "
+                             f"got {task!r}, {method!r}")
         seed = profile.seeds[0] if seed is None else seed
         run_dir = trained(profile, task, method, seed, variant=variant)
         ident = {"task": task, "method": method, "seed": seed, "variant": variant}

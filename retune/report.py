@@ -131,7 +131,7 @@ def split_order(splits: Iterable[str]) -> list[str]:
 
 
 def with_split(df: pd.DataFrame, trained_max: dict) -> pd.DataFrame:
-    """df with a `split` column, from the task's largest training size (a profile's `train_sizes`)."""
+    """df with a `split` column, from the task's largest training size (a profile's `train.sizes`)."""
     missing = sorted(set(df["task"]) - set(trained_max))
     if missing:
         raise ValueError(f"no trained maximum for task(s) {missing}; got {sorted(trained_max)}")

@@ -152,7 +152,7 @@ def memorised_run(tmp_path) -> Path:
     it writes calls and returns, and on the shortest problems its greedy choices have margins far wider than bf16's
     rounding, so there a bf16 evaluation must decode what the fp32 one decodes (on 3 bits one choice in 14 flips)."""
     from retune import data
-    from tests._tiny_model import memorised_parity_model
+    from _tiny_model import memorised_parity_model
 
     model, tok = memorised_parity_model()
     run = tmp_path / "runs" / "parity-retuning-memorised"

@@ -114,3 +114,15 @@ def test_cli_refuses_a_bad_setting_in_one_line_before_any_work(setting, named, c
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and named in done.stderr
     assert done.stderr.startswith(f"retune {command}: error: ")
     assert time.perf_counter() - started < 60  # seconds, not a notebook's worth of work
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--task", "sorting", "--method", "retuning"], "--task must be one of"),
+    (["--task", "parity"], "give --run RUN_DIR, or --task and --method"),
+    (["--run", "/nonexistent/run"], "is not a run directory"),
+    (["--run", "/nonexistent/run", "--task", "parity"], "--run names the run already"),
+])
+def test_eval_cli_refuses_bad_arguments_in_one_line(argv, named):
+    done = subprocess.run([sys.executable, "-m", "retune.cli", "eval", "--profile", "smoke", *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
