@@ -30,7 +30,6 @@ FIGURES_DIR = ROOT / "figures"
 # Methods in the order the paper discusses them; ablations after. Fixed colours: a method looks the same in every
 # figure of the project.
 METHOD_ORDER = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
-SPLIT_ORDER = ("id", "ood")  # followed by ood>2x, ood>4x, ...
 
 
 def method_palette() -> dict:
