@@ -15,7 +15,7 @@ import torch
 
 from retune.model import TinyConfig, char_tokenizer, tiny_llama
 from retune.tasks import get_task
-from retune.train import CompletionCollator, LengthGroupedSampler, TrainConfig, make_trainer, tokenize
+from retune.train import LengthGroupedSampler, completion_collator, TrainConfig, make_trainer, tokenize
 
 
 def addition_records(n_problems: int, seed: int = 0) -> list[dict]:
@@ -58,7 +58,7 @@ def main():
 
     # The batches the Trainer will see (epoch 0 of the seeded sampler), collated the same way for the plain loop.
     order = list(LengthGroupedSampler([len(e["input_ids"]) for e in examples], args.batch_size, config.seed))
-    collate = CompletionCollator(tok.pad_token_id)
+    collate = completion_collator(tok)
     batches = [collate([examples[i] for i in order[s:s + args.batch_size]])
                for s in range(0, args.steps * args.batch_size, args.batch_size)]
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)

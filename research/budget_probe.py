@@ -18,11 +18,10 @@ def main():
     ap.add_argument("--method", default="retuning")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    profile = load_profile("cpu")
-    profile["train"] = dict(profile["train"], max_steps=args.steps)
+    profile = load_profile("cpu", {"train": {"max_steps": args.steps}})
     run = ex.trained(profile, args.task, args.method, args.seed)
     traces = ex.evaluate_run(profile, run, args.task, args.method, args.seed)
-    top = profile["train_sizes"][args.task]
+    top = profile.train.sizes[args.task]
     split = {"id": [t for t in traces if t.size <= top], "ood": [t for t in traces if top < t.size <= 2 * top]}
     seconds = json.loads((run / "measurements.json").read_text())["train_seconds"]
     print(json.dumps({"task": args.task, "method": args.method, "steps": args.steps, "train_seconds": seconds,

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = {"data": "retune.data", "train": "retune.train", "eval": "retune.evaluate", "reproduce": "retune.reproduce"}
+COMMANDS = {"data": "retune.data", "train": "retune.train", "eval": "retune.experiments", "reproduce": "retune.reproduce"}
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -13,12 +13,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, module in COMMANDS.items():
         if command in (None, name):
-            try:
-                importlib.import_module(module).add_cli(sub)
-            except ModuleNotFoundError as err:
-                if err.name != module:
-                    raise
-                sub.add_parser(name, help="(not available yet)")
+            importlib.import_module(module).add_cli(sub)
     return top
 
 
@@ -26,9 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = parser(command if command in COMMANDS else None).parse_args(argv)
-    if not hasattr(args, "func"):
-        print(f"retune {args.command}: not implemented yet", file=sys.stderr)
-        return 2
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

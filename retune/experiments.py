@@ -11,66 +11,66 @@ import hashlib
 import json
 import random
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from . import data, train
-from .decode import HFGenerator, decode, load_traces, save_traces
-from .tasks import get_task
+from .decode import HFGenerator, Limits, decode, load_traces, save_traces
+from .model import DTYPES
+from .profiles import Profile
+from .tasks import METHODS, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def where(profile: dict, key: str) -> Path:
-    """A profile's directory for `key` (data_dir, runs_dir, results_dir, figures_dir), relative to the repo."""
-    path = Path(profile[key])
+def where(profile: Profile, key: str) -> Path:
+    """A profile's directory for `key` (data, runs, results, figures: its `paths` section), relative to the repo."""
+    path = Path(getattr(profile.paths, key))
     return path if path.is_absolute() else ROOT / path
 
 
-def dataset(profile: dict, task: str, method: str, seed: int, distribution: str = "scaled", n: int | None = None,
+def dataset(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled", n: int | None = None,
             variant: int = 0, progress: bool = False) -> Path:
     """The training set of one task x method (built once; the same parameters give the same bytes)."""
-    n = n or profile["train_problems_per_size"]
-    sizes = (1, profile["train_sizes"][task])
+    n = n or profile.train.problems_per_size
+    sizes = (1, profile.train.sizes[task])
     name = f"{task}-{method}-{distribution}-1to{sizes[1]}-n{n}-v{variant}-s{seed}.jsonl"
-    path = where(profile, "data_dir") / name
+    path = where(profile, "data") / name
     if not path.exists() or not data.manifest_path(path).exists():
         data.make(task, method, path, distribution, sizes, n, seed, variant, progress=progress)
     return path
 
 
-def base_model(profile: dict, seed: int) -> str:
+def base_model(profile: Profile, seed: int) -> str:
     """What fine-tuning starts from: 'tiny' (random init), a pretrained model, or our own generic-pretrained
     tiny base (profile key `pretrain`; one per seed, so seeds vary the whole pipeline)."""
-    if profile.get("pretrain"):
+    if profile.pretrain:
         from .pretrain import pretrained_base
 
-        return str(pretrained_base(profile["pretrain"], profile.get("tiny_model"), seed, where(profile, "data_dir"),
-                                   where(profile, "runs_dir")))
-    return profile["model"]
+        spec = asdict(profile.pretrain) | {"train": train.recipe_of(profile.pretrain.train)}
+        return str(pretrained_base(spec, asdict(profile.model.tiny), seed, where(profile, "data"),
+                                   where(profile, "runs")))
+    return profile.model.source
 
 
-def train_config(profile: dict, seed: int, task: str | None = None) -> dict:
-    """The profile's `train` settings, then its `train_by_task[task]` (every method of a task gets the same
+def train_config(profile: Profile, seed: int, task: str | None = None) -> train.TrainConfig:
+    """The profile's `train` recipe, then its `train.by_task[task]` (every method of a task gets the same
     budget), then the seed."""
-    per_task = (profile.get("train_by_task") or {}).get(task) or {}
-    config = dict(profile.get("train") or {}, **per_task, seed=seed)
-    if profile.get("lora") is not None:
-        config["lora"] = profile["lora"]
-    return config
+    per_task = profile.train.by_task.get(task) or {}
+    return train.make_config(dict(train.recipe_of(profile.train), **per_task, seed=seed))
 
 
-def trained(profile: dict, task: str, method: str, seed: int, distribution: str = "scaled",
+def trained(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled",
             n: int | None = None, variant: int = 0) -> Path:
     """A fine-tuned model's run directory (trained once, then cached by train.train)."""
     paths = [dataset(profile, task, method, seed, distribution, n, variant)]
     base = base_model(profile, seed)
-    mix = (profile.get("pretrain") or {}).get("mix", 0)
-    if mix:  # rehearse the generic skills while fine-tuning, so they are not forgotten
+    if profile.pretrain and profile.pretrain.mix:  # rehearse the generic skills while fine-tuning
         from .pretrain import rehearsal
 
-        paths.append(rehearsal(profile["pretrain"], paths[0], seed, where(profile, "data_dir")))
-    model_config = profile.get("tiny_model") if base == "tiny" else None
-    return train.train(base, paths, train_config(profile, seed, task), where(profile, "runs_dir"), model_config)
+        paths.append(rehearsal(asdict(profile.pretrain), paths[0], seed, where(profile, "data")))
+    model_config = asdict(profile.model.tiny) if base == "tiny" else None
+    return train.train(base, paths, train_config(profile, seed, task), where(profile, "runs"), model_config)
 
 
 def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant: int = 0,
@@ -101,23 +101,29 @@ def trained_contexts(run_dir: Path) -> set[str]:
     return {r["input"] for d in run["data"] for r in data.read(d["path"]) if r.get("depth", 0) == 0}
 
 
-def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
-                 sizes: tuple[int, int] | None = None, n: int | None = None, progress: bool = True) -> list:
-    """Decode fresh problems with a trained model; the traces are cached beside the run."""
-    sizes = tuple(sizes or profile["eval_sizes"][task])
-    n = n or profile["eval_problems_per_size"]
+def evaluation_params(profile: Profile, task: str, method: str, seed: int, variant: int, sizes, n: int) -> dict:
+    """What decides an evaluation's traces (its cache key). Device and dtype enter only when they are not the
+    CPU in float32, so the key of a plain CPU evaluation is what it always was (caches stay valid)."""
     params = {"task": task, "method": method, "seed": seed, "variant": variant, "sizes": list(sizes), "n": n,
-              "limits": profile.get("limits") or {}}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
+              "limits": {k: v for k, v in asdict(profile.limits).items() if v != getattr(Limits(), k)}}
+    device = train.resolve_device(profile.eval.device)
+    if device != "cpu" or profile.eval.dtype not in ("float32", "fp32"):
+        params |= {"device": device, "dtype": DTYPES[profile.eval.dtype]}
+    return params
+
+
+def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
+                 sizes: tuple[int, int] | None = None, n: int | None = None, progress: bool = True) -> list:
+    """Decode fresh problems with a trained model, on the profile's eval device in its eval dtype; the traces are
+    cached beside the run."""
+    sizes = tuple(sizes or profile.eval.sizes[task])
+    n = n or profile.eval.problems_per_size
+    cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
     if cache.exists():
         return load_traces(cache)
-    from .decode import Limits
-
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
-    limits = Limits(**(profile.get("limits") or {}))
     # Decoded in chunks, each saved as it finishes, so an interrupted evaluation resumes where it stopped.
-    chunk = profile.get("eval_chunk", 256)
+    chunk = profile.eval.chunk
     parts = cache.with_name(f"{cache.name}.parts{chunk}")  # chunk in the name: parts of another size never mix
     parts.mkdir(parents=True, exist_ok=True)
     generator, traces = None, []
@@ -127,8 +133,9 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
             traces += load_traces(part)
             continue
         if generator is None:
-            generator = hf_generator(run_dir, profile.get("eval_batch_size", 64))
-        new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, limits,
+            generator = hf_generator(profile, run_dir)
+            data.write_json(placement_path(cache), train.placement(generator.model))
+        new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, profile.limits,
                      progress=progress)
         tmp = part.with_name(part.name + ".tmp")
         save_traces(tmp, new)
@@ -141,17 +148,32 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     return traces
 
 
-def hf_generator(run_dir: Path, batch_size: int = 64) -> HFGenerator:
-    """A trained run's model (LoRA merged) behind the batched generator interface."""
-    model, tok = train.load_trained(run_dir, merge=True)
-    return HFGenerator(model, tok, batch_size=batch_size)
+def placement_path(cache: Path) -> Path:
+    """Beside an evaluation's traces: the device and dtype its model actually ran in."""
+    return cache.with_name(cache.name.removesuffix(".jsonl") + ".placement.json")
 
 
-def decode_with(run_dir: Path, task: str, method: str, problems: list, variant: int = 0, limits=None,
-                batch_size: int = 64, progress: bool = False) -> list:
-    """Greedy recursive decoding of `problems` with a trained model."""
-    generator = hf_generator(run_dir, batch_size)
-    return decode(get_task(task, variant), problems, method, generator, limits, progress=progress)
+def evaluation_cache(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
+                     sizes=None, n: int | None = None) -> Path:
+    """The traces file of an evaluation (evaluate_run's cache), named by a hash of what decides it."""
+    params = evaluation_params(profile, task, method, seed, variant, sizes or profile.eval.sizes[task],
+                               n or profile.eval.problems_per_size)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
+
+
+def hf_generator(profile: Profile, run_dir: Path) -> HFGenerator:
+    """A trained run's model (LoRA merged) on the profile's eval device and dtype, behind the batched generator
+    interface."""
+    model, tok = train.load_trained(run_dir, merge=True, device=profile.eval.device, dtype=profile.eval.dtype)
+    return HFGenerator(model, tok, batch_size=profile.eval.batch_size)
+
+
+def decode_with(profile: Profile, run_dir: Path, task: str, method: str, problems: list, variant: int = 0,
+                progress: bool = False) -> list:
+    """Greedy recursive decoding of `problems` with a trained model (as evaluate_run decodes, uncached)."""
+    generator = hf_generator(profile, run_dir)
+    return decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress)
 
 
 def rows(traces: list, **labels) -> list[dict]:
@@ -169,14 +191,14 @@ def rows(traces: list, **labels) -> list[dict]:
     return out
 
 
-def dataset_table(profile: dict):
+def dataset_table(profile: Profile):
     """One row per main training set: examples, tokens per example (mean, max), by kind."""
     import pandas as pd
 
     out = []
-    for task in profile["tasks"]:
-        for method in profile["methods"]:
-            m = data.read_manifest(dataset(profile, task, method, profile["seeds"][0]))
+    for task in profile.tasks:
+        for method in profile.methods:
+            m = data.read_manifest(dataset(profile, task, method, profile.seeds[0]))
             out.append({"task": task, "method": method, "examples": m["records"],
                         "tokens_per_example_mean": m["char_tokens"]["mean"],
                         "tokens_per_example_max": m["char_tokens"]["max"], "tokens": m["char_tokens"]["total"],
@@ -184,60 +206,63 @@ def dataset_table(profile: dict):
     return pd.DataFrame(out).fillna(0)
 
 
-def dataset_sizes(profile: dict):
+def dataset_sizes(profile: Profile):
     """Examples per size (rows) for each task x method (columns) of the main training sets."""
     import pandas as pd
 
     columns = {}
-    for task in profile["tasks"]:
-        for method in profile["methods"]:
-            m = data.read_manifest(dataset(profile, task, method, profile["seeds"][0]))
+    for task in profile.tasks:
+        for method in profile.methods:
+            m = data.read_manifest(dataset(profile, task, method, profile.seeds[0]))
             columns[(task, method)] = {int(k): v for k, v in m["by_size"].items()}
     return pd.DataFrame(columns).sort_index().fillna(0).astype(int)
 
 
 # --- the grids the notebooks show -------------------------------------------------------------------------
-def main_runs(profile: dict) -> list[dict]:
+def main_runs(profile: Profile) -> list[dict]:
     """Every task x method x seed of the main comparison."""
-    return [{"task": t, "method": m, "seed": s} for t in profile["tasks"] for m in profile["methods"]
-            for s in profile["seeds"]]
+    return [{"task": t, "method": m, "seed": s} for t in profile.tasks for m in profile.methods
+            for s in profile.seeds]
 
 
-def efficiency_runs(profile: dict) -> list[dict]:
+def efficiency_runs(profile: Profile) -> list[dict]:
     """Sample efficiency: n distinct training problems per size (the paper's limited-data sets)."""
-    tasks = profile.get("efficiency_tasks") or profile["tasks"]
-    methods = profile.get("efficiency_methods") or profile["methods"]
+    tasks = profile.studies.efficiency_tasks or profile.tasks
+    methods = profile.studies.efficiency_methods or profile.methods
     return [{"task": t, "method": m, "seed": s, "distribution": "efficiency", "n": n}
-            for t in tasks for m in methods for n in profile["efficiency_n"] for s in profile["seeds"]]
+            for t in tasks for m in methods for n in profile.studies.efficiency_n for s in profile.seeds]
 
 
-def variant_runs(profile: dict) -> list[dict]:
+def variant_runs(profile: Profile) -> list[dict]:
     """Robustness to prompt phrasings: each phrasing trained and evaluated on its own."""
-    tasks = profile.get("variant_tasks") or profile["tasks"]
-    methods = profile.get("variant_methods") or ["retuning"]
+    tasks = profile.studies.variant_tasks or profile.tasks
+    methods = profile.studies.variant_methods
     return [{"task": t, "method": m, "seed": s, "variant": v}
-            for t in tasks for m in methods for v in profile["variants"] for s in profile["seeds"]]
+            for t in tasks for m in methods for v in profile.studies.variants for s in profile.seeds]
 
 
-def ablation_runs(profile: dict) -> list[dict]:
+def ablation_runs(profile: Profile) -> list[dict]:
     """No isolation (inline) and no carry-over against full Re-Tuning."""
-    tasks = profile.get("ablation_tasks") or profile["tasks"]
-    return [{"task": t, "method": m, "seed": s} for t in tasks for m in profile["ablations"]
-            for s in profile["seeds"]]
+    tasks = profile.studies.ablation_tasks or profile.tasks
+    return [{"task": t, "method": m, "seed": s} for t in tasks for m in profile.studies.ablations
+            for s in profile.seeds]
 
 
-def run_all(profile: dict, runs: list[dict], progress: bool = True):
+def use_threads(profile: Profile) -> None:
+    if profile.threads:
+        import torch
+
+        torch.set_num_threads(profile.threads)
+
+
+def run_all(profile: Profile, runs: list[dict], progress: bool = True):
     """Train (cached) and evaluate (cached) every run; one tidy DataFrame row per evaluated problem."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    threads = profile.get("threads")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    use_threads(profile)
     out = []
-    bar = tqdm(runs, desc=f"{profile['profile']}: train + evaluate", unit="run", disable=not progress)
+    bar = tqdm(runs, desc=f"{profile.profile}: train + evaluate", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in run.items()))
         spec = {"distribution": "scaled", "n": None, "variant": 0} | run
@@ -246,18 +271,18 @@ def run_all(profile: dict, runs: list[dict], progress: bool = True):
         traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
                               progress=False)
         labels = {"model": model_label(profile), "seed": spec["seed"], "n_train": spec["n"]
-                  or profile["train_problems_per_size"], "run": Path(run_dir).name}
+                  or profile.train.problems_per_size, "run": Path(run_dir).name}
         out += rows(traces, **labels)
     return pd.DataFrame(out)
 
 
-def model_label(profile: dict) -> str:
-    if profile.get("pretrain"):
+def model_label(profile: Profile) -> str:
+    if profile.pretrain:
         return "tiny+pretrain"
-    return "tiny" if profile["model"] == "tiny" else Path(str(profile["model"])).name
+    return "tiny" if profile.model.source == "tiny" else Path(profile.model.source).name
 
 
-def traces_of(profile: dict, runs: list[dict]) -> list:
+def traces_of(profile: Profile, runs: list[dict]) -> list:
     """The cached traces of finished runs (for the inspector and the error analysis)."""
     out = []
     for run in runs:
@@ -269,7 +294,7 @@ def traces_of(profile: dict, runs: list[dict]) -> list:
     return out
 
 
-def training_measurements(profile: dict, runs: list[dict] | None = None):
+def training_measurements(profile: Profile, runs: list[dict] | None = None):
     """measurements.json of each main run as a table (tokens per example, throughput, padding)."""
     import pandas as pd
 
@@ -285,16 +310,105 @@ def training_measurements(profile: dict, runs: list[dict] | None = None):
     return pd.DataFrame(out)
 
 
-def training_memory(profile: dict, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
+def training_memory(profile: Profile, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
     """Peak memory of one training step on the longest examples of a dataset, measured in a fresh process so
     nothing else counts: on GPU the allocator's peak, on CPU the growth of resident memory over the step."""
     import subprocess
     import sys
 
     path = dataset(profile, task, method, seed)
-    base = profile["model"] if not profile.get("pretrain") else "tiny"
-    job = {"data": str(path), "model": base, "tiny_model": profile.get("tiny_model"),
-           "batch_size": batch_size or profile["train"].get("batch_size", 32)}
+    base = profile.model.source if not profile.pretrain else "tiny"
+    job = {"data": str(path), "model": base, "tiny_model": asdict(profile.model.tiny),
+           "batch_size": batch_size or profile.train.batch_size}
     done = subprocess.run([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1]) | {"task": task, "method": method}
+
+
+# --- `retune eval`: one run, evaluated exactly as the notebooks evaluate it -----------------------------------
+def run_identity(run_dir: Path) -> dict:
+    """task, method, seed and prompt variant of a finished run, from its run.json and its task dataset's manifest
+    (the first dataset; a rehearsal set mixed in comes after it)."""
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / "run.json").is_file():
+        raise FileNotFoundError(f"--run {str(run_dir)!r} is not a run directory (no run.json)")
+    run = json.loads((run_dir / "run.json").read_text())
+    first = run["data"][0]
+    manifest = data.manifest_path(first["path"])
+    variant = json.loads(manifest.read_text()).get("parameters", {}).get("variant", 0) if manifest.is_file() else 0
+    return {"task": first["task"], "method": first["method"], "seed": run["config"]["seed"], "variant": variant}
+
+
+def evaluation_summary(profile: Profile, traces: list) -> dict:
+    """Per-size and per-split (id / ood / ood>2x ...) accuracy with Wilson intervals: the tables of notebooks 03
+    and 04 for one run."""
+    import pandas as pd
+
+    from . import report
+
+    df = pd.DataFrame(rows(traces))
+    by_size = report.accuracy_by(df, ["size"])
+    splits = report.main_table(df, profile.train.sizes)
+    keep = ["split", "size_range", "correct", "n", "accuracy", "ci_low", "ci_high"]
+    return {"by_size": by_size[["size", "correct", "n", "accuracy", "ci_low", "ci_high"]].to_dict("records"),
+            "splits": splits[keep].to_dict("records"),
+            "errors": {k: int(v) for k, v in df.loc[df["error"] != "", "error"].value_counts().items()}}
+
+
+def evaluate_command(profile: Profile, run_dir: Path | None = None, task: str | None = None,
+                     method: str | None = None, seed: int | None = None, variant: int = 0) -> dict:
+    """Evaluate one run (given, or trained from the profile like the notebooks' runs, cached) and summarise it."""
+    use_threads(profile)
+    if run_dir is None:
+        if not (task and method):
+            raise ValueError("give --run RUN_DIR, or --task and --method (trained from the profile, cached)")
+        if task not in TASKS or method not in METHODS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)} and --method one of {', '.join(METHODS)}; "
+                             f"got {task!r}, {method!r}")
+        seed = profile.seeds[0] if seed is None else seed
+        run_dir = trained(profile, task, method, seed, variant=variant)
+        ident = {"task": task, "method": method, "seed": seed, "variant": variant}
+    else:
+        ident = run_identity(run_dir)
+    if ident["task"] not in profile.eval.sizes:
+        raise ValueError(f"the profile has no eval.sizes for task {ident['task']!r}")
+    traces = evaluate_run(profile, run_dir, ident["task"], ident["method"], ident["seed"], ident["variant"],
+                          progress=False)
+    placed = placement_path(evaluation_cache(profile, run_dir, **ident))
+    where_run = json.loads(placed.read_text()) if placed.is_file() else \
+        train.placement(hf_generator(profile, run_dir).model)  # evaluated before placements were recorded
+    return {"run": str(run_dir), **ident, "profile": profile.profile, **where_run,
+            "sizes": profile.eval.sizes[ident["task"]], "problems_per_size": profile.eval.problems_per_size,
+            "trained_max": profile.train.sizes[ident["task"]], **evaluation_summary(profile, traces)}
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a trained run as the notebooks do; print JSON",
+                              description="Decode fresh problems (never a training problem) of the profile's "
+                                          "eval.sizes with a trained run, on eval.device in eval.dtype, and print "
+                                          "per-size and id/ood accuracy as JSON (the numbers of notebooks 03/04).")
+    p.add_argument("--run", help="a finished run directory (task, method, seed and variant are read from it)")
+    p.add_argument("--task", help="without --run: train (cached) this task's run from the profile, as notebooks do")
+    p.add_argument("--method", help="without --run: the method of the run to train")
+    p.add_argument("--seed", type=int, help="without --run: the seed (default: the profile's first)")
+    p.add_argument("--profile", default="cpu", help="profile name (profiles/) or YAML path, as for `retune reproduce`")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                   help="override a profile key (repeatable), dotted into a section: --set eval.problems_per_size=50")
+    p.add_argument("--device", help="shorthand for --set eval.device=... (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--dtype", help="shorthand for --set eval.dtype=... (float32, float16, bfloat16)")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args) -> dict:
+    from .profiles import load_profile, parse_sets
+
+    overrides = parse_sets(args.set)
+    shorthand = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v is not None}
+    if shorthand:
+        overrides["eval"] = dict(overrides.get("eval") or {}, **shorthand)
+    profile = load_profile(args.profile, overrides)
+    if args.run and (args.task or args.method or args.seed is not None):
+        raise ValueError("--run names the run already; leave out --task/--method/--seed (or leave out --run)")
+    out = evaluate_command(profile, Path(args.run) if args.run else None, args.task, args.method, args.seed)
+    print(json.dumps(out))
+    return out

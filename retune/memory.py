@@ -27,7 +27,7 @@ def measure(data: str, model: str = "tiny", tiny_model: dict | None = None, batc
 
     from .data import read
     from .model import encode_example
-    from .train import CompletionCollator, load_base
+    from .train import completion_collator, load_base
 
     net, tok = load_base(model, tiny_model if model == "tiny" else None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -37,7 +37,7 @@ def measure(data: str, model: str = "tiny", tiny_model: dict | None = None, batc
     for r in records:
         ids, labels = encode_example(tok, r["input"], r["output"])
         examples.append({"input_ids": ids, "labels": labels})
-    batch = {k: v.to(device) for k, v in CompletionCollator(tok.pad_token_id)(examples).items()}
+    batch = {k: v.to(device) for k, v in completion_collator(tok)(examples).items()}
     before = rss_mb()
     reset_peak()
     if device == "cuda":

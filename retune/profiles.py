@@ -1,23 +1,327 @@
-"""Profiles: the run settings of a reproduction as plain YAML data (profiles/*.yaml).
+"""Profiles: the run settings of a reproduction, typed (one dataclass per section) and read from YAML.
 
-`load_profile("cpu")` reads profiles/base.yaml and merges profiles/cpu.yaml over it; more profiles, YAML paths
-or dicts given after it are merged on top, the later one winning. Merging is deep for mappings (a profile that
-sets `train: {max_steps: 20}` keeps base's other train keys) and replaces everything else (lists, scalars, null).
+`load_profile("cpu")` starts from the defaults of the dataclasses below (the only place defaults are written),
+merges profiles/cpu.yaml over them, then every further profile name, YAML path or dict given after it, the later
+one winning. Merging is deep for mappings (a profile that sets `train: {max_steps: 20}` keeps the other train
+keys) and replaces everything else (lists, scalars, null). The merged mapping is then checked before any work
+starts: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the wrong
+type names the key, the value and the type expected.
 
-The lowest layer: it imports nothing of retune, so experiments, the runner and notebooks can all use it.
+Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-training of the tiny base), `train` (the
+fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
+(the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written).
+
+A low layer: it imports only the plain dataclasses of tasks, model and decode, so experiments, the runner, the
+CLI and the notebooks can all use it.
 """
 from __future__ import annotations
 
 import copy
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
+
+from .decode import Limits
+from .model import DTYPES, TinyConfig
+from .tasks import METHODS, TASKS
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-BASE = "base"
 
 
+class ProfileError(ValueError):
+    """A profile that cannot be used: the message is one line naming the key, the value and what is allowed."""
+
+
+# --- the sections ------------------------------------------------------------------------------------------------
+@dataclass
+class Recipe:
+    """How a model is fine-tuned (transformers' Trainer settings). Defaults suit a tiny model on CPU."""
+
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    epochs: float = 1.0  # passes over the data; ignored when max_steps > 0
+    max_steps: int = -1  # optimizer steps; > 0 overrides epochs
+    batch_size: int = 32  # examples per forward pass (per device)
+    grad_accum: int = 1  # forward passes per optimizer step; effective batch = batch_size * grad_accum
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    lr_schedule: str = "linear"  # "linear" decays to 0 (decaying matters for tiny models), or any transformers
+    #                              schedule name, e.g. "constant_with_warmup" (the paper's)
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 10.0  # gradient-norm clip (the paper's 10)
+    save_steps: int = 200  # checkpoint every this many optimizer steps, so a killed run loses at most this many
+    max_length: int = 2048  # longest example (prompt + target + EOS) in tokens; longer ones are dropped and counted
+    dtype: str = "float32"  # weights dtype of a pretrained base model in training (the paper trains fp32 weights)
+    bf16: Union[str, bool] = "auto"  # bf16 autocast; "auto" = on when CUDA is available, never on CPU
+    lora: Union[bool, dict, None] = None  # True: the paper's adapter (r=64, alpha=64, dropout .05, q/k/v/o); a dict
+    #                                       of peft LoraConfig keys overrides its keys; False: full fine-tuning;
+    #                                       None: LoRA for a pretrained base, full fine-tuning for tiny models
+    logging_steps: int = 50  # loss logged every this many steps (into measurements.json)
+
+
+@dataclass
+class ModelSection:
+    source: str = "tiny"  # "tiny" (random-init LLaMA from `tiny`), a local model directory or a hub id
+    tiny: TinyConfig = field(default_factory=TinyConfig)  # the tiny LLaMA's sizes; used only when source is "tiny"
+
+
+@dataclass
+class PretrainSection:
+    """Generic pre-training of the tiny base (retune.pretrain), the CPU stand-in for LLaMA's skills."""
+
+    examples: int = 64000  # generic examples (copy / behead / prefix of sequences)
+    max_length: int = 24  # longest generic sequence
+    mix: float = 0.0  # share of generic examples mixed into every fine-tuning set (rehearsal); 0 = none
+    train: Recipe = field(default_factory=Recipe)  # the pre-training recipe
+
+
+@dataclass
+class TrainSection(Recipe):
+    """The fine-tuning recipe (the keys of Recipe) and the training data."""
+
+    sizes: dict[str, int] = field(default_factory=lambda: {"addition": 8, "dp": 5, "parity": 10})  # largest training
+    #                               size per task (training uses 1..this): the in-distribution edge
+    problems_per_size: int = 200  # problems per size in the scaled training distribution (retune.data)
+    by_task: dict[str, dict] = field(default_factory=dict)  # per-task Recipe overrides, e.g. {dp: {max_steps: 500}}
+
+
+@dataclass
+class EvalSection:
+    sizes: dict[str, list[int]] = field(default_factory=lambda: {"addition": [2, 16], "dp": [2, 10],
+                                                                 "parity": [2, 20]})  # [lo, hi] per task
+    problems_per_size: int = 20  # fresh problems per size and seed (never a training problem)
+    batch_size: int = 64  # contexts per batched generate call
+    chunk: int = 256  # problems decoded between saves (an interrupted evaluation resumes from the last)
+    device: str = "auto"  # auto: cuda when available, else cpu; or cpu, cuda, cuda:N
+    dtype: str = "float32"  # weights dtype in evaluation (the paper: float16 on a GPU)
+
+
+@dataclass
+class StudiesSection:
+    """The grids of the sample-efficiency (06), prompt-variation (07) and ablation (08) notebooks."""
+
+    efficiency_n: list[int] = field(default_factory=lambda: [10, 30, 100])  # training problems per size
+    efficiency_tasks: Union[list[str], None] = None  # null: all tasks
+    efficiency_methods: Union[list[str], None] = None  # null: all methods
+    variants: list[int] = field(default_factory=lambda: [0, 1, 2])  # prompt phrasings (0 is the paper's)
+    variant_tasks: Union[list[str], None] = None  # null: all tasks
+    variant_methods: list[str] = field(default_factory=lambda: ["retuning"])
+    ablations: list[str] = field(default_factory=lambda: ["retuning", "inline", "no_carryover"])  # retuning: reference
+    ablation_tasks: Union[list[str], None] = None  # null: all tasks
+
+
+@dataclass
+class PathsSection:
+    """Directories, relative to the repository unless absolute."""
+
+    data: str = "data/profiles"  # datasets
+    runs: str = "runs"  # trained models (and their evaluations)
+    results: str = "results"  # tables (csv/md + meta json)
+    figures: str = "figures"  # figures (png/pdf + meta json)
+
+
+@dataclass
+class Profile:
+    profile: str = "default"  # the name results are filed under (results/notebooks/<profile>/)
+    seeds: list[int] = field(default_factory=lambda: [0])  # training/evaluation seeds; tables pool them
+    tasks: list[str] = field(default_factory=lambda: ["addition", "dp", "parity"])
+    methods: list[str] = field(default_factory=lambda: ["baseline", "scratchpad", "retuning"])
+    threads: int = 2  # torch CPU threads; 0 leaves torch's default
+    model: ModelSection = field(default_factory=ModelSection)
+    pretrain: Union[PretrainSection, None] = None  # null: fine-tune straight from model.source
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    limits: Limits = field(default_factory=Limits)  # decoder limits; null fields: the task's defaults
+    studies: StudiesSection = field(default_factory=StudiesSection)
+    paths: PathsSection = field(default_factory=PathsSection)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- building and checking --------------------------------------------------------------------------------------
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        plural = {int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _describe(args[0]))}" if args else "a list"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}" if args else "a mapping"
+    if is_dataclass(hint):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
+            type(None): "null", Any: "anything"}.get(hint, str(hint))
+
+
+def _wrong(where: str, value, hint) -> ProfileError:
+    return ProfileError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _convert(value, hint, where: str):
+    """`value` checked against the type `hint` (and converted: int -> float, nested mappings -> dataclasses)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return copy.deepcopy(value)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ProfileError as err:
+                if is_dataclass(option) and isinstance(value, dict):
+                    raise err  # the mapping was meant for the section: its own error says more
+        raise _wrong(where, value, hint)
+    if is_dataclass(hint):
+        return build(hint, value, where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _wrong(where, value, hint)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _wrong(where, value, hint)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _wrong(where, value, hint)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _wrong(where, value, hint)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise _wrong(where, value, hint)
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _wrong(where, value, hint)
+        if not args:
+            return copy.deepcopy(value)
+        return {_convert(k, args[0], f"{where} key"): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(f"no check for type {hint!r} ({where})")  # a new field type needs a rule here
+
+
+def _sections() -> dict[str, type]:
+    """The section dataclasses of Profile by name (pretrain's, behind its Optional, included)."""
+    out = {}
+    for name, hint in _hints(Profile).items():
+        options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+        out.update({name: o for o in options if is_dataclass(o)})
+    return out
+
+
+def unknown_key(key: str, allowed, where: str) -> ProfileError:
+    """An error naming an unknown key, the keys allowed there and the closest one (or the section that has it)."""
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if where == "profile" and not close:
+        homes = [f"{name}.{key}" for name, cls in _sections().items() if key in {f.name for f in fields(cls)}]
+        hint = f"; did you mean {' or '.join(homes)}?" if homes else ""
+    return ProfileError(f"unknown key {key!r} in {where}{hint} (allowed: {', '.join(allowed)})")
+
+
+_HINTS: dict[type, dict] = {}
+
+
+def _hints(cls) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def build(cls, data, where: str = "profile"):
+    """An instance of the dataclass `cls` from a mapping: defaults for missing keys, every given key checked."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise _wrong(where, data, cls)
+    hints = _hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in hints:
+            raise unknown_key(key, names, where)
+    prefix = "" if where == "profile" else f"{where}."
+    values = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # a section's own check (e.g. Limits) rejected a value
+        raise ProfileError(f"{where}: {err}") from None
+
+
+def _choices(where: str, values, allowed) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ProfileError(f"{where}: unknown {bad[0]!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+def check(p: Profile) -> Profile:
+    """What types alone cannot say: names that must exist, sizes per task, positive counts, device and dtype."""
+    _choices("tasks", p.tasks, TASKS)
+    _choices("methods", p.methods, METHODS)
+    _choices("studies.ablations", p.studies.ablations, METHODS)
+    _choices("studies.variant_methods", p.studies.variant_methods, METHODS)
+    for name in ("efficiency_tasks", "variant_tasks", "ablation_tasks"):
+        _choices(f"studies.{name}", getattr(p.studies, name) or [], TASKS)
+    _choices("studies.efficiency_methods", p.studies.efficiency_methods or [], METHODS)
+    if not p.seeds:
+        raise ProfileError("seeds: give at least one seed, e.g. [0]")
+    for task in set(p.tasks) | set(p.studies.efficiency_tasks or []) | set(p.studies.variant_tasks or []) \
+            | set(p.studies.ablation_tasks or []):
+        if task not in p.train.sizes:
+            raise ProfileError(f"train.sizes: no size for task {task!r} (have: {', '.join(p.train.sizes)})")
+        if task not in p.eval.sizes:
+            raise ProfileError(f"eval.sizes: no sizes for task {task!r} (have: {', '.join(p.eval.sizes)})")
+    for task, pair in p.eval.sizes.items():
+        if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
+            raise ProfileError(f"eval.sizes.{task}: expected [lo, hi] with 1 <= lo <= hi, got {pair!r}")
+    for task, size in p.train.sizes.items():
+        if size < 1:
+            raise ProfileError(f"train.sizes.{task}: must be >= 1, got {size}")
+    for task, over in p.train.by_task.items():
+        _choices("train.by_task", [task], TASKS)
+        build(Recipe, over, f"train.by_task.{task}")
+    for where, value in (("train.problems_per_size", p.train.problems_per_size),
+                         ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
+                         ("eval.chunk", p.eval.chunk)):
+        if value < 1:
+            raise ProfileError(f"{where}: must be >= 1, got {value}")
+    if any(n < 1 for n in p.studies.efficiency_n):
+        raise ProfileError(f"studies.efficiency_n: every entry must be >= 1, got {p.studies.efficiency_n}")
+    check_device(p.eval.device, "eval.device")
+    check_dtype(p.eval.dtype, "eval.dtype")
+    check_dtype(p.train.dtype, "train.dtype")
+    return p
+
+
+def check_device(device: str, where: str = "device") -> str:
+    head, _, index = device.partition(":")
+    if head not in ("auto", "cpu", "cuda") or (index and (head != "cuda" or not index.isdigit())):
+        raise ProfileError(f"{where}: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def check_dtype(dtype: str, where: str = "dtype") -> str:
+    if dtype not in DTYPES:
+        raise ProfileError(f"{where}: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+# --- files --------------------------------------------------------------------------------------------------------
 def available(directory: Path | str = PROFILES_DIR) -> list[str]:
-    """The profile names in `directory` (file stems of *.yaml), base included."""
+    """The profile names in `directory` (file stems of *.yaml)."""
     return sorted(p.stem for p in Path(directory).glob("*.yaml"))
 
 
@@ -31,18 +335,23 @@ def profile_path(name_or_path: str | Path, directory: Path | str = PROFILES_DIR)
     candidate = Path(directory) / f"{text}.yaml"
     if not looks_like_path and candidate.is_file():
         return candidate
-    raise ValueError(f"unknown profile {text!r}; available profiles: {', '.join(available(directory)) or '(none)'} "
-                     f"(in {directory}), or give the path of a YAML file")
+    raise ProfileError(f"unknown profile {text!r}; available profiles: {', '.join(available(directory)) or '(none)'}"
+                       f" (in {directory}), or give the path of a YAML file")
 
 
 def read_yaml(path: Path | str) -> dict:
     import yaml
 
-    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise ProfileError(f"profile {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ValueError(f"profile {path} must be a YAML mapping of keys to values, got {type(doc).__name__}")
+        raise ProfileError(f"profile {path} must be a YAML mapping of keys to values, got {type(doc).__name__}")
     return doc
 
 
@@ -57,43 +366,64 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_profile(name_or_path: str | Path | dict, *more: str | Path | dict,
-                 directory: Path | str = PROFILES_DIR) -> dict:
-    """base.yaml, then each named profile / YAML path / dict merged over it in order (the later wins).
+def merged(name_or_path: str | Path | dict, *more: str | Path | dict, directory: Path | str = PROFILES_DIR) -> dict:
+    """The mapping of each named profile / YAML path / dict merged in order (the later wins), before checking.
 
     `profile` (the name results are filed under) defaults to the stem of the last named profile."""
-    directory = Path(directory)
     out: dict[str, Any] = {}
-    base = directory / f"{BASE}.yaml"
-    if base.is_file():
-        out = read_yaml(base)
-    name = None
     for item in (name_or_path, *more):
         if isinstance(item, dict):
             layer = item
         else:
             path = profile_path(item, directory)
             layer = read_yaml(path)
-            name = path.stem
+            if "profile" not in layer:
+                layer = dict(layer, profile=path.stem)
         out = merge(out, layer)
-        if name and "profile" not in layer:
-            out["profile"] = name
-    out.setdefault("profile", name or BASE)
     return out
 
 
-def from_parameters(namespace: dict) -> dict:
-    """The profile a notebook runs under, from its variables (`from_parameters(globals())`).
+def load_profile(name_or_path: str | Path | dict, *more: str | Path | dict,
+                 directory: Path | str = PROFILES_DIR) -> Profile:
+    """The checked Profile of the named profiles / YAML paths / dicts merged over the defaults, in order."""
+    return check(build(Profile, merged(name_or_path, *more, directory=directory)))
 
-    Under `retune reproduce`, papermill injects every key of the merged profile as a variable; opened by hand,
-    the notebook's parameters cell only names `profile = "smoke"` (say). Either way: load the named profile and
-    let every variable of the same name as one of its keys win."""
-    name = namespace.get("profile", BASE)
-    try:
-        out = load_profile(name)
-    except ValueError:  # a profile given by a path: base's keys, each overridden by its injected variable
-        out = load_profile({"profile": name})
-    for key in list(out):
-        if key in namespace:
-            out[key] = copy.deepcopy(namespace[key])
+
+def parse_sets(items: list[str]) -> dict:
+    """`--set KEY=YAML` pairs as one override mapping; a dotted key reaches into a section (train.max_steps=3)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ProfileError(f"--set expects KEY=VALUE (a profile key, dotted into a section, and a YAML value);"
+                               f" got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ProfileError(f"--set {key}: {text!r} is not a YAML value ({problem})") from None
+        layer = value
+        for part in reversed(key.split(".")):
+            layer = {part: layer}
+        out = merge(out, layer)
     return out
+
+
+# --- notebooks -----------------------------------------------------------------------------------------------------
+def parameters(profile: Profile) -> dict:
+    """What the runner injects into every notebook through papermill: the profile's name and all its settings."""
+    return {"profile": profile.profile, "settings": profile.to_dict()}
+
+
+def from_parameters(namespace: dict) -> Profile:
+    """The checked profile a notebook runs under, from its variables (`from_parameters(globals())`).
+
+    Under `retune reproduce`, papermill injects `settings` (every setting of the profile); opened by hand, the
+    notebook's parameters cell names only `profile = "smoke"` (say), which is loaded from profiles/."""
+    settings = namespace.get("settings")
+    if settings is not None:
+        return check(build(Profile, settings))
+    return load_profile(namespace.get("profile", "cpu"))

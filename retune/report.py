@@ -30,7 +30,6 @@ FIGURES_DIR = ROOT / "figures"
 # Methods in the order the paper discusses them; ablations after. Fixed colours: a method looks the same in every
 # figure of the project.
 METHOD_ORDER = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
-SPLIT_ORDER = ("id", "ood")  # followed by ood>2x, ood>4x, ...
 
 
 def method_palette() -> dict:
@@ -64,10 +63,13 @@ def versions() -> dict:
     return out
 
 
-def profile_meta(profile: dict, **extra) -> dict:
-    """The `meta` of a result made under a profile: its name, seeds and the whole parameter set."""
-    return {"profile": profile.get("profile"), "seeds": profile.get("seeds"), "model": profile.get("model"),
-            "parameters": profile, **extra}
+def profile_meta(profile, **extra) -> dict:
+    """The `meta` of a result made under a profile (a retune.profiles.Profile, or its dict): its name, seeds, model
+    and the whole parameter set."""
+    settings = profile if isinstance(profile, dict) else profile.to_dict()
+    model = settings.get("model")
+    return {"profile": settings.get("profile"), "seeds": settings.get("seeds"),
+            "model": model.get("source") if isinstance(model, dict) else model, "parameters": settings, **extra}
 
 
 def _write_meta(path: Path, name: str, meta: dict | None, files: list[Path]) -> Path:
@@ -128,7 +130,7 @@ def split_order(splits: Iterable[str]) -> list[str]:
 
 
 def with_split(df: pd.DataFrame, trained_max: dict) -> pd.DataFrame:
-    """df with a `split` column, from the task's largest training size (a profile's `train_sizes`)."""
+    """df with a `split` column, from the task's largest training size (a profile's `train.sizes`)."""
     missing = sorted(set(df["task"]) - set(trained_max))
     if missing:
         raise ValueError(f"no trained maximum for task(s) {missing}; got {sorted(trained_max)}")
@@ -337,11 +339,12 @@ def error_examples(df: pd.DataFrame, per_kind: int = 2) -> pd.DataFrame:
 
 # --- training cost, sample efficiency, robustness, ablations ---------------------------------------------------
 TRAINING_METRICS = {"tokens_per_example_mean": "tokens per training example",
-                    "peak_memory_mb": "peak memory (MB)"}
+                    "step_memory_mb": "memory of one training step (MiB)"}
 
 
 def plot_training_cost(measurements: pd.DataFrame, metrics: dict | Sequence[str] | None = None):
-    """Bars per task x method for each training measurement (default: tokens per example and peak memory);
+    """Bars per task x method for each training measurement (default: tokens per example and the memory of one
+    training step, as notebook 05 measures it);
     columns that are absent are skipped."""
     set_style()
     metrics = dict(TRAINING_METRICS) if metrics is None else (

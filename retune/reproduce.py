@@ -1,7 +1,8 @@
 """`retune reproduce`: run every notebook of notebooks/ in order, under one profile, with papermill.
 
 Each notebook answers one question of the paper; the runner executes them in file-name order (00_..., 01_...)
-with the merged profile (profiles/base.yaml + profiles/<name>.yaml) injected as papermill parameters, and keeps
+with the checked profile (retune.profiles: the defaults + profiles/<name>.yaml + --set overrides) injected as the
+papermill parameters `profile` (its name) and `settings` (all its settings), and keeps
 the executed copies, outputs included, under results/notebooks/<profile>/. A notebook that raises stops the run
 with an error naming the notebook and its failing cell.
 
@@ -19,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-from .profiles import available, load_profile
+from .profiles import Profile, available, load_profile, parameters, parse_sets
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -113,12 +114,14 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: 
                                             f"  executed copy (if any): {executed}", None, executed) from err
 
 
-def reproduce(profile: dict, notebooks_dir: Path | str | None = None, executed_dir: Path | str | None = None,
+def reproduce(profile: Profile | dict, notebooks_dir: Path | str | None = None, executed_dir: Path | str | None = None,
               only: str | None = None, force: bool = False, kernel_name: str = KERNEL, progress: bool = True,
               log=print) -> list[dict]:
-    """Run the notebooks in order under `profile` (a merged profile dict, which becomes the parameters).
+    """Run the notebooks in order under `profile` (a Profile, injected as `profile` and `settings`; or a plain
+    dict of notebook parameters).
 
     Returns one record per notebook: name, status ("ran" or "skipped"), seconds, executed path."""
+    profile = parameters(profile) if isinstance(profile, Profile) else profile
     check_parameters(profile)
     todo = notebooks(notebooks_dir, only)
     if not todo:
@@ -152,37 +155,27 @@ def add_cli(subparsers) -> None:
                                           "Finished notebooks are skipped on a second run.")
     p.add_argument("--profile", default="cpu",
                    help=f"profile name ({', '.join(n for n in available() if n != 'base')}) or a YAML path; "
-                        "merged over profiles/base.yaml")
+                        "over the defaults of retune/profiles.py")
     p.add_argument("--model", help="pretrained model (local path or hub id) instead of the profile's")
     p.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (file name, stem or number)")
     p.add_argument("--force", action="store_true", help="run notebooks even if their executed copy is current")
     p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
-                   help="override a profile key, the value read as YAML (repeatable), e.g. --set 'seeds=[0, 1, 2]'")
+                   help="override a profile key, the value read as YAML (repeatable), dotted into a section: "
+                        "--set 'seeds=[0, 1, 2]' --set train.max_steps=100")
     p.set_defaults(func=run_cli)
 
 
-def parse_sets(items: list[str]) -> dict:
-    """--set KEY=YAML pairs as a dict of profile overrides."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE (a profile key, a YAML value); got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def run_cli(args) -> list[dict]:
-    overrides = parse_sets(args.set) | ({"model": args.model} if args.model else {})
-    profile = load_profile(args.profile, overrides)
+    overrides = parse_sets(args.set)
+    if args.model:
+        overrides["model"] = dict(overrides.get("model") or {}, source=args.model)
+    profile = load_profile(args.profile, overrides)  # checked here: a bad key or value stops before any work
     try:
         records = reproduce(profile, only=args.only, force=args.force)
     except NotebookFailed as err:
         raise SystemExit(f"retune reproduce: error: {err}") from None
-    print(f"\nexecuted notebooks: {EXECUTED_DIR / str(profile['profile'])}")
-    for key, what in (("results_dir", "tables"), ("figures_dir", "figures")):
-        path = Path(profile.get(key, key.split("_")[0]))
+    print(f"\nexecuted notebooks: {EXECUTED_DIR / profile.profile}")
+    for key, what in (("results", "tables"), ("figures", "figures")):
+        path = Path(getattr(profile.paths, key))
         print(f"{what}: {path if path.is_absolute() else ROOT / path}")
     return records

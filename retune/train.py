@@ -20,39 +20,20 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .model import TinyConfig, char_tokenizer, encode_example, is_local_path, load_pretrained, tiny_llama, with_lora
+from .model import (TinyConfig, char_tokenizer, encode_example, is_local_path, load_pretrained, tiny_llama, torch_dtype,
+                    with_lora)
+from .profiles import Recipe, build
 
 
 @dataclass
-class TrainConfig:
-    """Everything the trainer needs, as plain data. Defaults suit a tiny model trained from scratch on CPU;
-    `PAPER` below holds the paper's settings (SPEC §5)."""
+class TrainConfig(Recipe):
+    """Everything the trainer needs, as plain data: a profile's recipe (retune.profiles.Recipe, where the
+    defaults and their reasons are written) plus what each run sets for itself."""
 
-    lr: float = 1e-3  # peak learning rate (AdamW)
-    epochs: float = 1.0  # passes over the data; ignored when max_steps > 0
-    max_steps: int = -1  # optimizer steps; > 0 overrides epochs
-    batch_size: int = 32  # examples per forward pass (per device)
-    grad_accum: int = 1  # forward passes per optimizer step; effective batch = batch_size * grad_accum
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    lr_schedule: str = "linear"  # "linear" decays to 0 (MEASURED: decaying matters for tiny models), or any
-    #                              transformers schedule name, e.g. "constant_with_warmup" (the paper's)
-    weight_decay: float = 0.0  # AdamW weight decay
-    max_grad_norm: float = 10.0  # gradient-norm clip (the paper's 10)
     seed: int = 0  # seeds the trainer, dropout and the data order
-    save_steps: int = 200  # checkpoint every this many optimizer steps, so a killed run loses at most this many
-    max_length: int = 2048  # longest example (prompt + target + EOS) in tokens; longer ones are dropped and counted
-    dtype: str = "float32"  # weights dtype of a pretrained base model (the paper trains fp32 weights)
-    bf16: str | bool = "auto"  # bf16 autocast; "auto" = on when CUDA is available (paper profile), never on CPU
-    lora: bool | dict | None = None  # True: the paper's adapter (r=64, alpha=64, dropout .05, q/k/v/o); a dict
-    #                                  overrides its keys; False: full fine-tuning; None: LoRA for a pretrained
-    #                                  base, full fine-tuning for tiny models and our own runs
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
-    logging_steps: int = 50  # loss logged every this many steps (into measurements.json)
     progress: bool = True  # the Trainer's tqdm progress bar
 
-
-PAPER = TrainConfig(lr=2e-4, epochs=1.0, batch_size=4, grad_accum=32, warmup_steps=1,
-                    lr_schedule="constant_with_warmup", max_grad_norm=10.0, max_length=2048, lora=True)
 
 # Keys that change how a run is carried out but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress")
@@ -82,28 +63,19 @@ def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict
     return examples, dropped
 
 
-class CompletionCollator:
-    """Pads a batch on the right (positions then start at 0, as in generation).
+def completion_collator(tokenizer):
+    """transformers' DataCollatorForSeq2Seq on a right-padding copy of `tokenizer` (positions then start at 0, as
+    in generation; the tokenizer itself keeps the left padding generation needs).
 
-    Labels were built per example (prompt -100, target, EOS), so padding them with -100 never masks a real EOS
-    even when the pad token is EOS (LLaMA)."""
+    Labels were built per example (prompt -100, target, EOS) and are padded with -100, so padding never masks a
+    real EOS even when the pad token is EOS (LLaMA)."""
+    import copy
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    from transformers import DataCollatorForSeq2Seq
 
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[row, :n] = torch.tensor(b["input_ids"])
-            labels[row, :n] = torch.tensor(b["labels"])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    right = copy.copy(tokenizer)
+    right.padding_side = "right"
+    return DataCollatorForSeq2Seq(right, label_pad_token_id=-100, return_tensors="pt")
 
 
 class TokenCounter:
@@ -216,9 +188,25 @@ def load_base(source: str, model_config: dict | None = None, dtype: str = "float
     return load_pretrained(source, dtype)
 
 
-def load_trained(run_dir, merge: bool = False):
-    """(model, tokenizer) of a finished run, in eval mode on CPU. A LoRA run comes back as a PeftModel over its
-    rebuilt base; `merge=True` folds the adapter into the base weights (a plain model)."""
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is present, else 'cpu'; anything else as given (a clear error for cuda without
+    a GPU, instead of torch's deep in the first forward pass)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device here (use device auto or cpu)")
+    return device
+
+
+def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype: str | None = None):
+    """(model, tokenizer) of a finished run, in eval mode. A LoRA run comes back as a PeftModel over its rebuilt
+    base; `merge=True` folds the adapter into the base weights (a plain model).
+
+    The one place a trained model is put on a device and cast: with `device` ('auto', 'cpu', 'cuda', ...) and/or
+    `dtype` ('float16', 'bfloat16', ...) the weights are moved and cast after merging (an adapter is folded in at
+    the weights' training precision); without them the model stays on the CPU in the dtype it was saved in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir).expanduser()
@@ -235,9 +223,17 @@ def load_trained(run_dir, merge: bool = False):
         model = PeftModel.from_pretrained(base, run_dir / "adapter")
         if merge:
             model = model.merge_and_unload()
+    if device is not None or dtype is not None:
+        model = model.to(device=resolve_device(device or "cpu"), dtype=torch_dtype(dtype) if dtype else None)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     return model.eval(), tok
+
+
+def placement(model) -> dict:
+    """The device and dtype a model's weights actually are in (read from its parameters)."""
+    weight = next(model.parameters())
+    return {"device": str(weight.device), "dtype": str(weight.dtype).removeprefix("torch.")}
 
 
 # --- the run cache ---------------------------------------------------------------------------------------
@@ -342,7 +338,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     args = training_arguments(config, output_dir, torch.cuda.is_available())
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=list(callbacks))
+                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks))
     return trainer, counter
 
 
@@ -420,7 +416,7 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def peak_memory_mb() -> dict:
+def peak_memory() -> dict:
     """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
     import torch
 
@@ -463,7 +459,7 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "wall_seconds": round(wall_seconds, 2),
         "resumed_from": resume.name if resume else None,
         "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
-        **peak_memory_mb(),
+        **peak_memory(),
         "versions": versions(),
         "seed": config.seed,
         "config": asdict(config),
@@ -473,89 +469,44 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
 # --- configuration and the CLI ---------------------------------------------------------------------------
 
 def make_config(overrides: dict, base: TrainConfig | None = None) -> TrainConfig:
-    """A TrainConfig from `base` with `overrides`; an unknown key is an error naming the allowed ones."""
-    allowed = {f.name: f for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
-    values = asdict(base or TrainConfig())
-    values.update({k: coerce(k, v, type(values[k])) for k, v in overrides.items()})
-    return TrainConfig(**values)
+    """A TrainConfig from `base` with `overrides`, each key and value checked as in a profile (an unknown key is
+    an error naming the allowed ones and the closest)."""
+    values = {k: v for k, v in asdict(base or TrainConfig()).items()}
+    return build(TrainConfig, values | dict(overrides), "train")
 
 
-def coerce(key: str, value, kind: type):
-    """Numbers as the field wants them: YAML reads `3e-4` (no dot) as a string, and `1` where a float is meant."""
-    if kind not in (int, float) or isinstance(value, bool):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or (kind is int and not number.is_integer()):
-        raise ValueError(f"config key {key} must be {'an integer' if kind is int else 'a number'}; got {value!r}")
-    return kind(number)
-
-
-def parse_value(text: str):
-    """A --config value as YAML reads it: 3e-4 -> float, 100 -> int, true -> bool, {r: 8} -> dict."""
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--config expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = parse_value(value)
-    return out
-
-
-def read_profile(path) -> tuple[dict, dict]:
-    """(train settings, model config) from a profile YAML: keys under `train:` (or at top level) and an optional
-    `model:` mapping of TinyConfig keys."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--profile {str(path)!r} does not exist")
-    doc = yaml.safe_load(path.read_text()) or {}
-    train_part = doc.get("train", {k: v for k, v in doc.items() if k != "model"})
-    model_part = doc.get("model") or {}
-    unknown = sorted(set(model_part) - {f.name for f in fields(TinyConfig)})
-    if unknown:
-        raise ValueError(f"unknown model key(s) {', '.join(unknown)} in {path}; allowed: "
-                         f"{', '.join(f.name for f in fields(TinyConfig))}")
-    return train_part, model_part
+def recipe_of(section) -> dict:
+    """The Recipe keys of a profile section (train or pretrain.train), without its other keys (sizes, ...)."""
+    names = {f.name for f in fields(Recipe)}
+    return {k: v for k, v in asdict(section).items() if k in names}
 
 
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="fine-tune a model on JSONL datasets (cached by content)",
                               description="Fine-tune a tiny model from scratch, one of our runs, or a pretrained "
-                                          "causal LM on one or more datasets; prints the run directory.")
+                                          "causal LM on one or more datasets, with a profile's `train` recipe and "
+                                          "`model` section; prints the run directory.")
     p.add_argument("--data", action="append", required=True, metavar="FILE.jsonl",
                    help="training data (repeatable; the files are concatenated)")
-    p.add_argument("--model", default="tiny", help="'tiny', a run directory, a local model directory or a hub id")
-    p.add_argument("--profile", help="YAML with train settings (under `train:`) and a tiny `model:` config")
-    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override a train setting (repeatable); keys: {', '.join(f.name for f in fields(TrainConfig))}")
-    p.add_argument("--paper", action="store_true", help="start from the paper's settings (SPEC §5) instead of ours")
-    p.add_argument("--lora", choices=["on", "off", "auto"], default=None,
-                   help="LoRA adapter (paper's r=64) or full fine-tuning; auto: LoRA for pretrained bases only")
-    p.add_argument("--runs-dir", "--out", dest="runs_dir", default="runs", help="where runs are cached")
+    p.add_argument("--profile", default="cpu", help="profile name (profiles/) or YAML path, as for `retune reproduce`")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                   help="override a profile key (repeatable), dotted into a section: --set train.max_steps=100")
+    p.add_argument("--model", help="model.source: 'tiny', a run directory, a local model directory or a hub id")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's first)")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args) -> Path:
-    train_part, model_part = read_profile(args.profile) if args.profile else ({}, {})
-    overrides = {**train_part, **parse_overrides(args.config)}
-    if args.lora is not None:
-        overrides["lora"] = {"on": True, "off": False, "auto": None}[args.lora]
-    config = make_config(overrides, PAPER if args.paper else None)
-    if model_part and args.model != "tiny":
-        model_part = {}  # a profile's tiny config does not apply to a pretrained or continued model
-    run_dir = train(args.model, args.data, config, args.runs_dir, model_part or None)
+    from .profiles import load_profile, parse_sets
+
+    overrides = parse_sets(args.set) | ({"model": {"source": args.model}} if args.model else {})
+    profile = load_profile(args.profile, overrides)
+    seed = profile.seeds[0] if args.seed is None else args.seed
+    config = make_config(dict(recipe_of(profile.train), seed=seed, threads=profile.threads))
+    source = profile.model.source
+    tiny = asdict(profile.model.tiny) if source == "tiny" else None
+    paths = profile.paths.runs
+    runs_dir = Path(paths) if Path(paths).is_absolute() else Path(__file__).resolve().parent.parent / paths
+    run_dir = train(source, args.data, config, runs_dir, tiny)
     print(run_dir)
     return run_dir

@@ -1,13 +1,11 @@
-"""Evaluation: intervals, error analysis on planted faults, teacher-forced exactness, results and the CLI."""
-import argparse
-import json
+"""Evaluation's pure functions: intervals, error analysis on planted faults, teacher-forced exactness."""
+import random
 from collections import Counter
 
 import pytest
 
-from retune.decode import Generation, HFGenerator, Limits, OracleGenerator, decode, load_traces
-from retune.evaluate import (PAPER_TRAINED_MAX, add_cli, evaluate, first_departure, oracle_tree, parse_sizes,
-                             sample_problems, summarize, teacher_forced, wilson)
+from retune.decode import Generation, HFGenerator, Limits, OracleGenerator, decode
+from retune.evaluate import first_departure, oracle_tree, teacher_forced, wilson
 from retune.tasks import get_task
 
 
@@ -72,7 +70,6 @@ def test_first_departure_limit_and_dp_second_call():
                                                 target.replace("True", "False")))[0]
     d = first_departure(trace, dp.tree(x))
     assert (d.kind, d.depth) == ("wrong_call", 0)
-    assert summarize([trace], oracles=[dp.tree(x)])["departures"] == {"wrong_call": 1}
 
 
 def test_first_departure_single_context_and_correct():
@@ -83,25 +80,6 @@ def test_first_departure_single_context_and_correct():
     assert first_departure(trace, oracle_tree(task, problem, "baseline")).kind == "wrong_base"
     ok = decode(task, [problem], "retuning", OracleGenerator.for_problems(task, [problem], "retuning"))[0]
     assert first_departure(ok, task.tree(problem)) is None
-
-
-def test_summary_in_and_out_of_distribution():
-    task = get_task("parity")
-    problems = sample_problems(task, [2, 3, 4], 5, seed=0)
-    known = OracleGenerator.for_problems(task, problems[:10], "retuning")  # right on sizes 2 and 3 only
-    traces = decode(task, problems, "retuning", known)
-    s = summarize(traces, trained_max=3, oracles=[task.tree(p) for p in problems])
-    assert s["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
-    assert s["in_distribution"]["accuracy"] == 1.0 and s["out_of_distribution"]["accuracy"] == 0.0
-    assert s["out_of_distribution"]["ci95"] == [0.0, pytest.approx(0.4345, abs=1e-4)]
-    assert s["errors"] == {"unparseable_answer": 5}  # an unknown context gets "" from the oracle
-    assert sum(s["departures"].values()) == 5
-
-
-def test_sampling_is_per_size_and_seed():
-    task = get_task("addition")
-    assert sample_problems(task, [3, 5], 4, 1)[4:] == sample_problems(task, [5], 4, 1)
-    assert sample_problems(task, [5], 4, 1) != sample_problems(task, [5], 4, 2)
 
 
 # --- teacher forcing ---------------------------------------------------------------------------------------
@@ -115,7 +93,8 @@ def test_teacher_forced_oracle_step_counts():
     expected.update({(d, k): [2, 2] for d in (1, 2, 3) for k in ("call", "combine")})  # the dp and chosen chains
     assert tf["steps"] == expected
     addition = get_task("addition")
-    problems = sample_problems(addition, [1, 6], 3, 0)
+    streams = {size: random.Random(f"eval-addition-{size}-0") for size in (1, 6)}
+    problems = [addition.sample(size, streams[size]) for size in (1, 6) for _ in range(3)]
     tf = teacher_forced(addition, problems, "retuning", OracleGenerator.for_problems(addition, problems, "retuning"))
     counts = Counter()
     for p in problems:
@@ -154,70 +133,3 @@ def test_teacher_forced_exact_implies_free_decoding_correct(parity_model):
     free = generator.generate(contexts, [len(targets[c]) + 1 for c in contexts])
     assert right == [g.stopped and g.text == targets[c] for c, g in zip(contexts, free)]
     assert 0 < sum(right) < len(right)
-
-
-# --- the whole evaluation and the CLI ------------------------------------------------------------------------
-def test_evaluate_seeds_pooled():
-    task = get_task("dp")
-    gen = OracleGenerator({})
-    for seed in (0, 1):
-        gen.targets.update(OracleGenerator.for_problems(task, sample_problems(task, [2, 3], 3, seed), "retuning").targets)
-    summary, traces = evaluate(task, "retuning", [2, 3, 4], 3, gen, seeds=(0, 1), trained_max=3, exact=True)
-    assert set(traces) == {0, 1} and all(len(v) == 9 for v in traces.values())
-    assert summary["overall"]["n"] == 18 and summary["accuracy"] == pytest.approx(12 / 18)
-    assert summary["per_seed"]["0"]["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
-    assert summary["teacher_forced"]["by_size"] == {"2": 1.0, "3": 1.0, "4": 0.0}
-
-
-def cli(argv):
-    top = argparse.ArgumentParser()
-    sub = top.add_subparsers(dest="command")
-    add_cli(sub)
-    args = top.parse_args(["eval"] + argv)
-    return args.func(args)
-
-
-@pytest.mark.parametrize("name,sizes", [("addition", "58-60"), ("dp", "29-30"), ("parity", "2-3")])
-def test_cli_oracle(name, sizes, tmp_path, capsys):
-    summary = cli(["--backend", "oracle", "--task", name, "--sizes", sizes, "--n", "3", "--seed", "0,1",
-                   "--teacher-forced", "--out", str(tmp_path)])
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["accuracy"] == 1.0 and printed["errors"] == {}
-    assert set(printed["by_size"]) == {str(s) for s in parse_sizes(sizes)}
-    assert printed["teacher_forced"]["trace_exact"] == 1.0
-    out = tmp_path / summary["results"].split("/")[-1]
-    saved = json.loads((out / "summary.json").read_text())
-    assert saved["config"]["seeds"] == [0, 1] and saved["config"]["trained_max"] == PAPER_TRAINED_MAX[name]
-    assert saved["versions"]["torch"] and saved["versions"]["transformers"]
-    assert (out / "by_size.csv").read_text().startswith("seed,size,correct,n,accuracy,ci95_low,ci95_high")
-    assert len(load_traces(out / "traces_seed1.jsonl")) == 3 * len(printed["by_size"])
-
-
-@pytest.mark.parametrize("argv,message", [
-    (["--task", "sum", "--sizes", "1-2"], "--task must be one of addition, dp, parity"),
-    (["--task", "dp", "--sizes", "1-2", "--method", "cot"], "--method must be one of baseline"),
-    (["--task", "dp", "--sizes", "1-2", "--backend", "vllm"], "--backend must be one of oracle, hf"),
-    (["--task", "dp", "--sizes", "3-1"], "--sizes"),
-    (["--task", "dp", "--sizes", "x"], "--sizes must look like A-B"),
-    (["--task", "dp", "--sizes", "1-2", "--n", "0"], "--n must be >= 1"),
-    (["--task", "dp", "--sizes", "1-2", "--seed", "a"], "--seed must be an integer"),
-    (["--task", "dp", "--sizes", "1-2", "--backend", "hf"], "--model is required"),
-])
-def test_cli_bad_args(argv, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        cli(argv + ["--out", str(tmp_path)])
-
-
-def test_cli_hf_model_dir(tmp_path, capsys):
-    """The hf backend loads a local model directory (save_pretrained) with its tokenizer."""
-    from retune.model import char_tokenizer, tiny_llama
-
-    tok = char_tokenizer()
-    model = tiny_llama({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "intermediate_size": 32}, tok)
-    model.save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
-    summary = cli(["--backend", "hf", "--model", str(tmp_path / "m"), "--task", "parity", "--sizes", "2-3",
-                   "--n", "2", "--out", str(tmp_path / "r"), "--max-new-tokens", "8"])
-    assert summary["accuracy"] <= 1.0 and summary["overall"]["n"] == 4
-    assert sum(summary["outcomes"].values()) == 4

@@ -1,13 +1,21 @@
 """retune.experiments: evaluation problems are fresh (never a trained top context) and reproducible, the run
 grids follow the profile, and evaluations are cached beside the run."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
 from retune import experiments as ex
+from retune import train as T
 from retune.profiles import load_profile
 from retune.tasks import get_task
 
 
 def smoke(tmp_path, **over):
-    dirs = {k: str(tmp_path / k) for k in ("data_dir", "runs_dir", "results_dir", "figures_dir")}
-    return load_profile("smoke", dirs, over)
+    paths = {"paths": {k: str(tmp_path / k) for k in ("data", "runs", "results", "figures")}}
+    return load_profile("smoke", paths, over)
 
 
 def test_eval_problems_are_reproducible_and_avoid_the_excluded():
@@ -26,23 +34,25 @@ def test_small_problem_spaces_give_fewer_problems_not_repeats():
 
 
 def test_grids_follow_the_profile(tmp_path):
-    p = smoke(tmp_path, efficiency_tasks=["addition"], efficiency_methods=["retuning"], efficiency_n=[2, 4],
-              variant_tasks=["dp"], variants=[0, 1], ablation_tasks=["parity"], seeds=[0, 1])
+    p = smoke(tmp_path, studies={"efficiency_tasks": ["addition"], "efficiency_methods": ["retuning"],
+                                 "efficiency_n": [2, 4], "variant_tasks": ["dp"], "variants": [0, 1],
+                                 "ablation_tasks": ["parity"]}, seeds=[0, 1])
     assert len(ex.main_runs(p)) == 3 * 3 * 2
     assert {(r["task"], r["method"], r["n"]) for r in ex.efficiency_runs(p)} == {("addition", "retuning", 2),
                                                                                  ("addition", "retuning", 4)}
     assert {(r["task"], r["variant"]) for r in ex.variant_runs(p)} == {("dp", 0), ("dp", 1)}
-    assert {(r["task"], r["method"]) for r in ex.ablation_runs(p)} == {("parity", m) for m in p["ablations"]}
+    assert {(r["task"], r["method"]) for r in ex.ablation_runs(p)} == {("parity", m) for m in p.studies.ablations}
 
 
 def test_evaluation_never_sees_a_training_problem_and_is_cached(tmp_path):
-    p = smoke(tmp_path, eval_sizes={"addition": [1, 3], "dp": [2, 3], "parity": [1, 4]})
+    p = smoke(tmp_path, eval={"sizes": {"addition": [1, 3], "dp": [2, 3], "parity": [1, 4]}})
     run = ex.trained(p, "parity", "baseline", 0)
     trained = ex.trained_contexts(run)
     traces = ex.evaluate_run(p, run, "parity", "baseline", 0, progress=False)
     task = get_task("parity")
     assert traces and not {task.top_context(t.problem, "baseline") for t in traces} & trained
     cached = list((run / "evals").glob("*.jsonl"))
+    assert json.loads(ex.placement_path(cached[0]).read_text()) == {"device": "cpu", "dtype": "float32"}
     assert len(cached) == 1
     assert [t.problem for t in ex.evaluate_run(p, run, "parity", "baseline", 0, progress=False)] == \
         [t.problem for t in traces]
@@ -51,9 +61,10 @@ def test_evaluation_never_sees_a_training_problem_and_is_cached(tmp_path):
 
 
 def test_per_task_training_budget_applies_to_every_method_of_the_task(tmp_path):
-    p = smoke(tmp_path, train_by_task={"dp": {"max_steps": 7, "batch_size": 4}})
-    assert ex.train_config(p, 3, "dp") == dict(p["train"], max_steps=7, batch_size=4, seed=3)
-    assert ex.train_config(p, 3, "addition") == dict(p["train"], seed=3)
+    p = smoke(tmp_path, train={"by_task": {"dp": {"max_steps": 7, "batch_size": 4}}})
+    recipe = T.recipe_of(p.train)
+    assert ex.train_config(p, 3, "dp") == T.TrainConfig(**dict(recipe, max_steps=7, batch_size=4, seed=3))
+    assert ex.train_config(p, 3, "addition") == T.TrainConfig(**dict(recipe, seed=3))
 
 
 class Killed(Exception):
@@ -61,7 +72,7 @@ class Killed(Exception):
 
 
 def test_an_interrupted_evaluation_resumes_from_its_last_saved_chunk(tmp_path, monkeypatch):
-    p = smoke(tmp_path, eval_sizes={"parity": [3, 6]}, eval_problems_per_size=4, eval_chunk=5)
+    p = smoke(tmp_path, eval={"sizes": {"parity": [3, 6]}, "problems_per_size": 4, "chunk": 5})
     run = ex.trained(p, "parity", "retuning", 0)
     whole = ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
     assert len(whole) > 10
@@ -88,3 +99,104 @@ def test_an_interrupted_evaluation_resumes_from_its_last_saved_chunk(tmp_path, m
     assert sum(calls) == len(whole) - 5  # the first chunk was not decoded again
     assert [t.to_dict() for t in resumed] == [t.to_dict() for t in whole]
     assert not list((run / "evals").glob("*.parts*"))
+
+
+# --- one evaluation path: `retune eval` is the notebooks' evaluation ------------------------------------------
+def eval_cli(argv, capsys) -> dict:
+    from retune.cli import main
+
+    assert main(["eval", *argv]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def write_profile(tmp_path, **over) -> str:
+    """A profile file: smoke, with its paths under tmp_path, 4 training steps, `over` merged on top."""
+    import yaml
+
+    from retune.profiles import merge, merged
+
+    path = tmp_path / "mine.yaml"
+    settings = merge(merged("smoke"), {"paths": {k: str(tmp_path / k) for k in ("data", "runs", "results", "figures")},
+                                       "train": {"max_steps": 4},
+                                       "eval": {"sizes": {"parity": [2, 6]}, "problems_per_size": 3}})
+    path.write_text(yaml.safe_dump(merge(settings, over)))
+    return str(path)
+
+
+def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
+    from retune import report
+
+    profile_file = write_profile(tmp_path)
+    p = load_profile(profile_file)
+    run = ex.trained(p, "parity", "retuning", 0)
+    out = eval_cli(["--profile", profile_file, "--run", str(run)], capsys)
+    assert (out["task"], out["method"], out["seed"], out["variant"]) == ("parity", "retuning", 0, 0)
+    assert (out["device"], out["dtype"]) == ("cpu", "float32")
+    shutil.rmtree(run / "evals")  # the notebook path decodes afresh: nothing is shared through the cache
+    df = ex.run_all(p, [{"task": "parity", "method": "retuning", "seed": 0}], progress=False)
+    by_size = report.accuracy_by(df, ["size"])
+    assert [(r["size"], r["correct"], r["n"]) for r in out["by_size"]] == \
+        list(zip(by_size["size"], by_size["correct"], by_size["n"]))
+    table = report.main_table(df, p.train.sizes)
+    assert [(r["split"], r["correct"], r["n"]) for r in out["splits"]] == \
+        list(zip(table["split"], table["correct"], table["n"]))
+    assert {r["split"] for r in out["splits"]} >= {"id", "ood"}
+    assert sum(r["n"] for r in out["by_size"]) == len(df)
+    # the same stream the notebooks use: fresh problems, never a training problem
+    problems = ex.eval_problems("parity", (2, 6), 3, 0, exclude=ex.trained_contexts(run))
+    assert [t.problem for t in ex.traces_of(p, [{"task": "parity", "method": "retuning", "seed": 0}])] == problems
+
+
+def memorised_run(tmp_path) -> Path:
+    """A finished run directory holding the tiny model that memorised every parity Re-Tuning context of 1-3 bits:
+    it writes calls and returns, and on the shortest problems its greedy choices have margins far wider than bf16's
+    rounding, so there a bf16 evaluation must decode what the fp32 one decodes (on 3 bits one choice in 14 flips)."""
+    from retune import data
+    from _tiny_model import memorised_parity_model
+
+    model, tok = memorised_parity_model()
+    run = tmp_path / "runs" / "parity-retuning-memorised"
+    T.save_model(model, tok, run, lora=False)
+    dataset = tmp_path / "data" / "none.jsonl"  # nothing was trained from a file: every problem is fresh
+    data.write([], dataset, {"task": "parity", "method": "retuning", "seed": 0, "variant": 0})
+    (run / "run.json").write_text(json.dumps({"data": [{"task": "parity", "method": "retuning",
+                                                        "path": str(dataset)}], "config": {"seed": 0}}))
+    (run / "measurements.json").write_text("{}")
+    return run
+
+
+def test_bf16_evaluation_runs_in_bf16_and_answers_as_fp32(tmp_path, capsys):
+    run = memorised_run(tmp_path)
+    # sizes 1-2 (every problem of them): the easy case, where the memorised margins are wide
+    argv = ["--profile", write_profile(tmp_path, eval={"sizes": {"parity": [1, 2]}, "problems_per_size": 8}),
+            "--run", str(run)]
+    fp32 = eval_cli(argv, capsys)
+    bf16 = eval_cli(argv + ["--dtype", "bfloat16"], capsys)
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16") and bf16["device"] == "cpu"
+    p = load_profile(argv[1])
+    traces32 = ex.evaluate_run(p, run, "parity", "retuning", 0, progress=False)
+    traces16 = ex.evaluate_run(load_profile(argv[1], {"eval": {"dtype": "bfloat16"}}), run, "parity", "retuning", 0,
+                               progress=False)
+    assert any(t.contexts > 1 for t in traces32) and any(t.correct for t in traces32)  # it calls and answers
+    same = [(t.predicted, t.correct, t.error, t.contexts, t.tokens_out) for t in traces32]
+    assert [(t.predicted, t.correct, t.error, t.contexts, t.tokens_out) for t in traces16] == same
+    assert bf16["by_size"] == fp32["by_size"]
+
+
+def test_the_eval_loader_places_and_casts_the_model(tmp_path):
+    run = memorised_run(tmp_path)
+    model, _ = T.load_trained(run, merge=True, device="cpu", dtype="bfloat16")
+    assert T.placement(model) == {"device": "cpu", "dtype": "bfloat16"}
+    assert T.placement(T.load_trained(run)[0]) == {"device": "cpu", "dtype": "float32"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_smoke_profile_end_to_end_on_cuda(tmp_path, capsys):
+    profile_file = write_profile(tmp_path)
+    out = eval_cli(["--profile", profile_file, "--task", "parity", "--method", "retuning", "--dtype", "float16"],
+                   capsys)
+    assert out["device"].startswith("cuda") and out["dtype"] == "float16"
+    measured = json.loads((Path(out["run"]) / "measurements.json").read_text())
+    assert measured["device"] == "cuda" and measured["config"]["bf16"] == "auto"
+    assert sum(r["n"] for r in out["by_size"]) > 0

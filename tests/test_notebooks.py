@@ -22,8 +22,7 @@ FIGURES = ["datasets", "training", "main_table", "accuracy_vs_size", "memory", "
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
-    dirs = {key: str(root / key.split("_")[0]) for key in ("data_dir", "runs_dir", "results_dir", "figures_dir")}
-    profile = load_profile("smoke", dirs)
+    profile = load_profile("smoke", {"paths": {key: str(root / key) for key in ("data", "runs", "results", "figures")}})
     records = rp.reproduce(profile, executed_dir=root / "notebooks", progress=False, log=lambda *_: None)
     return profile, root, records
 

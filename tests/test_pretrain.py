@@ -55,15 +55,15 @@ def test_bad_sizes_are_named(examples, max_length, name):
 
 
 def smoke_with_pretraining(tmp_path, mix=0.2):
-    dirs = {k: str(tmp_path / k) for k in ("data_dir", "runs_dir", "results_dir", "figures_dir")}
+    paths = {"paths": {k: str(tmp_path / k) for k in ("data", "runs", "results", "figures")}}
     spec = {"examples": 64, "max_length": 12, "mix": mix, "train": {"max_steps": 4, "batch_size": 16, "lr": 1.0e-3}}
-    return load_profile("smoke", dirs, {"pretrain": spec})
+    return load_profile("smoke", paths, {"pretrain": spec})
 
 
 def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
     profile = smoke_with_pretraining(tmp_path)
     base = ex.base_model(profile, seed=0)
-    assert json.loads((tmp_path / "runs_dir" / base.split("/")[-1] / "run.json").read_text())["model"] == "tiny"
+    assert json.loads((tmp_path / "runs" / base.split("/")[-1] / "run.json").read_text())["model"] == "tiny"
     assert ex.base_model(profile, seed=0) == base  # cached: the same run, nothing trained again
     assert ex.base_model(profile, seed=1) != base  # one base per seed
     run = json.loads((ex.trained(profile, "parity", "retuning", 0) / "run.json").read_text())

@@ -88,7 +88,7 @@ def test_every_plot_draws_from_the_tidy_frame():
     fig = report.plot_ablations(df, TRAINED)
     assert [t.get_text() for t in fig.legends[0].texts] == ["retuning", "inline", "no_carryover"]
     cost = pd.DataFrame(dict(task=["addition", "parity"], method=["retuning", "baseline"],
-                             tokens_per_example_mean=[30.0, 12.0], peak_memory_mb=[700.0, 650.0]))
+                             tokens_per_example_mean=[30.0, 12.0], step_memory_mb=[7.0, 6.5]))
     assert len(report.plot_training_cost(cost).axes) == 2
     with pytest.raises(ValueError, match="none of the metrics"):
         report.plot_training_cost(cost[["task", "method"]])

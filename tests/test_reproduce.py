@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from retune import reproduce as rp
-from retune.profiles import available, from_parameters, load_profile, merge
+from retune.profiles import available, from_parameters, load_profile
 
 pytest.importorskip("papermill")
 
@@ -40,61 +40,29 @@ def outputs(executed: Path) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
-# --- profiles ----------------------------------------------------------------------------------------------
-def test_profiles_merge_over_base_and_later_wins(tmp_path):
-    (tmp_path / "base.yaml").write_text("profile: base\ntrain: {lr: 1.0e-3, max_steps: 100}\nseeds: [0, 1]\n")
-    (tmp_path / "small.yaml").write_text("train: {max_steps: 5}\nseeds: [7]\n")
-    extra = tmp_path / "extra.yml"
-    extra.write_text("seeds: [9]\n")
-    p = load_profile("small", directory=tmp_path)
-    assert p == {"profile": "small", "train": {"lr": 1e-3, "max_steps": 5}, "seeds": [7]}
-    p = load_profile("small", str(extra), {"model": "x"}, directory=tmp_path)
-    assert p["seeds"] == [9] and p["model"] == "x" and p["train"]["max_steps"] == 5 and p["profile"] == "extra"
-    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
-    assert merge({"a": {"b": 1}}, {"a": None}) == {"a": None}
-
-
-def test_unknown_profile_names_the_available_ones(tmp_path):
-    (tmp_path / "base.yaml").write_text("profile: base\n")
-    (tmp_path / "cpu.yaml").write_text("profile: cpu\n")
-    with pytest.raises(ValueError, match=r"unknown profile 'gpu'.*base, cpu"):
-        load_profile("gpu", directory=tmp_path)
-
-
-def test_shipped_profiles_have_the_keys_experiments_need():
-    keys = {"profile", "seeds", "tasks", "methods", "model", "tiny_model", "pretrain", "lora", "train", "train_sizes",
-            "train_problems_per_size", "eval_sizes", "eval_problems_per_size", "efficiency_n", "variants", "ablations",
-            "dtype", "device", "data_dir", "runs_dir", "results_dir", "figures_dir"}
-    assert {"base", "smoke", "cpu", "paper"} <= set(available())
+# --- profiles (more in test_profiles.py) ---------------------------------------------------------------------
+def test_shipped_profiles_load_and_hold_what_experiments_need():
+    assert {"smoke", "cpu", "paper"} <= set(available())
     for name in ("smoke", "cpu", "paper"):
         p = load_profile(name)
-        assert keys <= set(p), (name, keys - set(p))
-        assert p["profile"] == name
-        assert all(isinstance(p["train"][k], (int, float)) for k in ("lr", "max_steps", "batch_size"))
-        for task in p["tasks"]:
-            lo, hi = p["eval_sizes"][task]
-            assert 1 <= lo <= hi and hi > p["train_sizes"][task], (name, task)
+        assert p.profile == name
+        for task in p.tasks:
+            lo, hi = p.eval.sizes[task]
+            assert 1 <= lo <= hi and hi > p.train.sizes[task], (name, task)
     smoke = load_profile("smoke")
-    assert smoke["tiny_model"]["hidden_size"] == 32 and smoke["train"]["max_steps"] <= 30
-    assert load_profile("paper")["train_sizes"] == {"addition": 15, "dp": 5, "parity": 21}
-    assert load_profile("cpu")["train_sizes"] == {"addition": 8, "dp": 5, "parity": 10}
+    assert smoke.model.tiny.hidden_size == 32 and smoke.train.max_steps <= 30
+    paper = load_profile("paper")
+    assert paper.train.sizes == {"addition": 15, "dp": 5, "parity": 21}
+    assert (paper.eval.dtype, paper.eval.device) == ("float16", "auto")
+    assert load_profile("cpu").train.sizes == {"addition": 8, "dp": 5, "parity": 10}
 
 
-def test_train_settings_are_trainconfig_keys():
-    pytest.importorskip("torch")
-    from dataclasses import fields
-
-    from retune.train import TrainConfig
-
-    allowed = {f.name for f in fields(TrainConfig)}
-    for name in ("smoke", "cpu", "paper"):
-        assert set(load_profile(name)["train"]) <= allowed, name
-
-
-def test_from_parameters_lets_injected_variables_win():
-    p = from_parameters({"profile": "smoke", "seeds": [3], "unrelated": 1})
-    assert p["seeds"] == [3] and p["profile"] == "smoke" and "unrelated" not in p
-    assert p["train_sizes"] == load_profile("smoke")["train_sizes"]
+def test_from_parameters_takes_the_injected_settings_and_checks_them():
+    p = load_profile("smoke", {"seeds": [3]})
+    assert from_parameters({"profile": "smoke", "settings": p.to_dict()}) == p
+    assert from_parameters({"profile": "smoke"}) == load_profile("smoke")  # opened by hand: loaded by name
+    with pytest.raises(ValueError, match="seeds: expected a list of integers, got 'x'"):
+        from_parameters({"profile": "smoke", "settings": dict(p.to_dict(), seeds="x")})
 
 
 # --- the runner ----------------------------------------------------------------------------------------------
@@ -192,7 +160,8 @@ def test_cli_runs_resumes_and_reports_a_failure(tmp_path, monkeypatch, capsys):
     nbs.mkdir()
     monkeypatch.setattr(rp, "NOTEBOOKS_DIR", nbs)
     monkeypatch.setattr(rp, "EXECUTED_DIR", out)
-    write_notebook(nbs / "00_model.ipynb", "print('MODEL', model, profile)")
+    write_notebook(nbs / "00_model.ipynb", "print('MODEL', settings['model']['source'], profile)",
+                   parameters="profile = 'smoke'\nsettings = None")
     profile = tmp_path / "mine.yaml"
     profile.write_text("seeds: [4]\n")
     assert main(["reproduce", "--profile", str(profile), "--model", "/models/llama"]) == 0
@@ -212,10 +181,3 @@ def test_tour_notebook_runs_under_smoke(tmp_path):
                            log=lambda *_: None)
     assert [r["status"] for r in records] == ["ran"]
     assert 'class=\\"retune-trace\\"' in (tmp_path / "00_tour.ipynb").read_text()
-
-
-def test_set_overrides_parse_as_yaml_and_bad_ones_are_named():
-    assert rp.parse_sets(["seeds=[0, 1, 2]", "train={max_steps: 5}", "model=/x/y"]) == \
-        {"seeds": [0, 1, 2], "train": {"max_steps": 5}, "model": "/x/y"}
-    with pytest.raises(ValueError, match="--set expects KEY=VALUE"):
-        rp.parse_sets(["seeds"])

@@ -47,7 +47,7 @@ def test_collator_masks_prompt_and_padding_keeps_eos():
     tok = char_tokenizer()
     a = encode_example(tok, "1 + 2\nAnswer: ", "3")
     b = encode_example(tok, "10 + 20\nAnswer: ", "30")
-    collate = T.CompletionCollator(tok.pad_token_id)
+    collate = T.completion_collator(tok)
     batch = collate([{"input_ids": a[0], "labels": a[1]}, {"input_ids": b[0], "labels": b[1]}])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape == labels.shape == (2, len(b[0]))
@@ -70,9 +70,12 @@ def test_collator_with_eos_as_pad_keeps_target_eos():
     """LLaMA tokenizers pad with EOS; the EOS target must survive padding."""
     tok = char_tokenizer()
     ids, labels = encode_example(tok, "ab", "c")
-    batch = T.CompletionCollator(tok.eos_token_id)([{"input_ids": ids, "labels": labels},
-                                                     {"input_ids": ids + ids, "labels": labels + labels}])
-    assert batch["labels"][0].tolist().count(tok.eos_token_id) == 1
+    tok.pad_token = tok.eos_token
+    batch = T.completion_collator(tok)([{"input_ids": ids, "labels": labels},
+                                        {"input_ids": ids + ids, "labels": labels + labels}])
+    assert batch["input_ids"][0, len(ids):].tolist() == [tok.eos_token_id] * len(ids)  # padded with EOS ...
+    assert batch["labels"][0].tolist().count(tok.eos_token_id) == 1  # ... yet only the target's EOS is learned
+    assert tok.padding_side == "left"  # the caller's tokenizer still pads for generation
 
 
 def test_length_grouped_sampler_is_a_seeded_permutation_with_little_padding():
@@ -267,7 +270,6 @@ def test_lora_defaults_to_paper_adapter_for_pretrained_bases():
     assert T.use_lora(T.TrainConfig(), "pretrained") is True
     assert T.use_lora(T.TrainConfig(), "tiny") is False and T.use_lora(T.TrainConfig(), "run") is False
     assert T.use_lora(T.TrainConfig(lora={"r": 8}), "tiny") == {"r": 8}
-    assert T.PAPER.lr == 2e-4 and T.PAPER.batch_size * T.PAPER.grad_accum == 128
 
 
 @pytest.mark.parametrize("lora", [False, LORA])
@@ -314,30 +316,30 @@ def cli(argv):
     return args.func(args)
 
 
-def test_cli_trains_with_profile_and_overrides(tmp_path):
+def test_cli_trains_with_a_profile_and_set_overrides(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
     profile = tmp_path / "p.yaml"
-    profile.write_text("model: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64}\n"
-                       "train: {max_steps: 4, batch_size: 8, threads: 1, progress: false, lr: 0.01}\n")
-    run = cli(["--data", str(data), "--profile", str(profile), "--config", "max_steps=3", "--config", "lr=3e-3",
-               "--runs-dir", str(tmp_path / "runs")])
+    profile.write_text("model: {tiny: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, "
+                       "intermediate_size: 64}}\ntrain: {max_steps: 4, batch_size: 8, lr: 0.01, logging_steps: 1}\n"
+                       f"paths: {{runs: {tmp_path / 'runs'}}}\nthreads: 1\n")
+    run = cli(["--data", str(data), "--profile", str(profile), "--set", "train.max_steps=3", "--set", "train.lr=3e-3"])
     m = json.loads((run / "measurements.json").read_text())
     assert m["steps"] == 3 and m["config"]["lr"] == 3e-3 and m["config"]["batch_size"] == 8
     assert json.loads((run / "run.json").read_text())["model_config"]["hidden_size"] == 32
+    assert run.parent == tmp_path / "runs"
 
 
 def test_cli_errors_name_the_parameter(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) lrate; allowed: lr, epochs"):
-        cli(["--data", str(data), "--config", "lrate=1"])
+    runs = f"paths.runs={tmp_path / 'runs'}"
+    with pytest.raises(ValueError, match=r"unknown key 'lrr' in train; did you mean 'lr'\? \(allowed: lr, epochs"):
+        cli(["--data", str(data), "--set", "train.lrr=1", "--set", runs])
     with pytest.raises(ValueError, match="--model .*/nope.*no such directory"):
-        cli(["--data", str(data), "--model", str(tmp_path / "nope")])
+        cli(["--data", str(data), "--model", str(tmp_path / "nope"), "--set", runs])
     with pytest.raises(FileNotFoundError, match="dataset .*missing.jsonl.* does not exist"):
-        cli(["--data", str(tmp_path / "missing.jsonl")])
-    with pytest.raises(ValueError, match="key=value"):
-        cli(["--data", str(data), "--config", "lr"])
-    with pytest.raises(SystemExit):  # argparse: --lora must be on/off/auto
-        cli(["--data", str(data), "--lora", "maybe"])
+        cli(["--data", str(tmp_path / "missing.jsonl"), "--set", runs])
+    with pytest.raises(ValueError, match="--set expects KEY=VALUE"):
+        cli(["--data", str(data), "--set", "lr"])
     assert not (tmp_path / "runs").exists()
 
 
@@ -360,11 +362,11 @@ def test_gpu_training_uses_cuda_and_bf16(tmp_path):
 
 
 def test_config_values_are_coerced_or_rejected():
-    cfg = T.make_config({"lr": "3e-4", "max_steps": "5", "epochs": 2})
+    cfg = T.make_config({"lr": "3e-4", "max_steps": 5, "epochs": 2})
     assert (cfg.lr, cfg.max_steps, cfg.epochs) == (3e-4, 5, 2.0)
     assert isinstance(cfg.epochs, float) and isinstance(cfg.max_steps, int)
-    with pytest.raises(ValueError, match="max_steps must be an integer"):
+    with pytest.raises(ValueError, match="train.max_steps: expected an integer, got 2.5"):
         T.make_config({"max_steps": 2.5})
-    with pytest.raises(ValueError, match="lr must be a number"):
+    with pytest.raises(ValueError, match="train.lr: expected a number, got 'fast'"):
         T.make_config({"lr": "fast"})
-    assert T.make_config({"lora": {"r": 8}}, T.PAPER).lora == {"r": 8}
+    assert T.make_config({"lora": {"r": 8}}).lora == {"r": 8}
