@@ -37,17 +37,16 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    profile = load_profile("cpu")
-    profile["pretrain"] = None
-    profile["tiny_model"] = dict(profile["tiny_model"], hidden_size=args.hidden, num_hidden_layers=args.layers,
-                                 intermediate_size=4 * args.hidden)
-    profile["train"] = dict(profile["train"], lr=args.lr, max_steps=args.steps, batch_size=args.batch,
-                            warmup_steps=args.warmup)
-    profile["train_by_task"] = {}
-    profile["train_problems_per_size"] = args.per_size
+    over = {"pretrain": None,
+            "model": {"tiny": {"hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                               "intermediate_size": 4 * args.hidden}},
+            "train": {"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": args.warmup,
+                      "problems_per_size": args.per_size,
+                      "by_task": {args.task: {"max_steps": args.steps, "batch_size": args.batch, "lr": args.lr}}}}
     if args.top:
-        profile["train_sizes"] = dict(profile["train_sizes"], **{args.task: args.top})
-    top = profile["train_sizes"][args.task]
+        over["train"]["sizes"] = {args.task: args.top}
+    profile = load_profile("cpu", over)
+    top = profile.train.sizes[args.task]
     start = time.time()
     run = ex.trained(profile, args.task, args.method, args.seed)
     traces = ex.evaluate_run(profile, run, args.task, args.method, args.seed, sizes=(2, top), n=args.eval_n,
