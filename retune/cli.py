@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input or a file system refusal: one line, no traceback
         print(f"retune {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import random
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 from .decode import (LIMIT_KINDS, MALFORMED_KINDS, HFGenerator, Limits, OracleGenerator, Trace, TraceNode, decode,
                      oracle_targets, save_traces)
+from .files import atomic_write_text, check_output_dir
 from .tasks import METHODS, RECURSIVE_METHODS, TASKS, Node, Task, check_method, get_task
 
 BACKENDS = ("oracle", "hf")
@@ -51,6 +53,7 @@ def sample_problems(task: Task, sizes: Sequence[int], n: int, seed: int) -> list
     """n problems per size; each size has its own stream, so adding a size never changes the others."""
     out = []
     for size in sizes:
+        task.check_size(size)
         rng = random.Random(f"eval-{task.name}-{size}-{seed}")
         out += [task.sample(size, rng) for _ in range(n)]
     return out
@@ -89,7 +92,14 @@ def first_departure(trace: Trace, oracle: Node) -> Departure | None:
 
 
 def _depart(node: TraceNode, oracle: Node) -> Departure | None:
-    for i, turn in enumerate(node.turns):
+    """Turn by turn, descending into a call's child before the caller's next turn; an explicit stack of
+    (node, oracle node, next turn index), as traces can be deeper than Python's recursion limit."""
+    stack = [(node, oracle, 0)]
+    while stack:
+        node, oracle, i = stack.pop()
+        if i >= len(node.turns):
+            continue
+        turn = node.turns[i]
         expected = oracle.turns[i] if i < len(oracle.turns) else None
         if i == len(node.turns) - 1 and node.error:
             kind = "limit" if node.error in LIMIT_KINDS else "malformed"
@@ -98,10 +108,9 @@ def _depart(node: TraceNode, oracle: Node) -> Departure | None:
             wanted = "call" if i < len(oracle.children) else oracle.kind_of_last
             kind = {"call": "wrong_call", "base": "wrong_base", "combine": "wrong_combination"}[wanted]
             return Departure(kind, node.depth, None, expected, turn)
+        stack.append((node, oracle, i + 1))
         if i < len(node.children) and i < len(oracle.children):
-            found = _depart(node.children[i], oracle.children[i])
-            if found:
-                return found
+            stack.append((node.children[i], oracle.children[i], 0))
     return None
 
 
@@ -257,27 +266,30 @@ def versions() -> dict:
 
 
 def write_results(out_dir, config: dict, summary: dict, traces_by_seed: dict[int, list[Trace]]) -> Path:
-    """summary.json (config, versions and summary), by_size.csv (per seed and pooled), traces_seed{S}.jsonl."""
+    """traces_seed{S}.jsonl, by_size.csv (per seed and pooled), then summary.json (config, versions and
+    summary); each file is written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"config": config, "versions": versions(), "summary": summary},
-                                                 indent=1) + "\n")
-    with open(out / "by_size.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["seed", "size", "correct", "n", "accuracy", "ci95_low", "ci95_high", "in_distribution"])
-        tm = config.get("trained_max")
-        rows = [(str(seed), ts) for seed, ts in traces_by_seed.items()] + [("all", [t for ts in traces_by_seed.values() for t in ts])]
-        for seed, traces in rows:
-            counts: dict = defaultdict(lambda: [0, 0])
-            for t in traces:
-                counts[t.size][0] += int(t.correct)
-                counts[t.size][1] += 1
-            for size, (k, n) in sorted(counts.items()):
-                lo, hi = wilson(k, n)
-                w.writerow([seed, size, k, n, round(k / n, 4), round(lo, 4), round(hi, 4),
-                            "" if tm is None else size <= tm])
     for seed, traces in traces_by_seed.items():
         save_traces(out / f"traces_seed{seed}.jsonl", traces)
+    rows = [["seed", "size", "correct", "n", "accuracy", "ci95_low", "ci95_high", "in_distribution"]]
+    tm = config.get("trained_max")
+    groups = [(str(seed), ts) for seed, ts in traces_by_seed.items()] + \
+        [("all", [t for ts in traces_by_seed.values() for t in ts])]
+    for seed, traces in groups:
+        counts: dict = defaultdict(lambda: [0, 0])
+        for t in traces:
+            counts[t.size][0] += int(t.correct)
+            counts[t.size][1] += 1
+        for size, (k, n) in sorted(counts.items()):
+            lo, hi = wilson(k, n)
+            rows.append([seed, size, k, n, round(k / n, 4), round(lo, 4), round(hi, 4), "" if tm is None else size <= tm])
+    table = io.StringIO()
+    csv.writer(table).writerows(rows)
+    atomic_write_text(out / "by_size.csv", table.getvalue())
+    # the summary last: a directory with a summary.json holds a whole evaluation
+    atomic_write_text(out / "summary.json", json.dumps({"config": config, "versions": versions(),
+                                                        "summary": summary}, indent=1) + "\n")
     return out
 
 
@@ -313,20 +325,25 @@ def load_generator(backend: str, task: Task, method: str, sizes: Sequence[int], 
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
-def parse_sizes(text: str) -> list[int]:
-    """'A-B' or 'A' -> [A..B] (also 'A,B,C')."""
+def parse_sizes(text: str, max_size: int | None = None) -> list[int]:
+    """'A-B' or 'A' -> [A..B] (also 'A,B,C'); with `max_size`, a size above it is an error (before the list
+    of a huge range is ever built)."""
     if "," in str(text):
-        try:
-            sizes = sorted({int(p) for p in str(text).split(",")})
-        except ValueError:
-            raise ValueError(f"--sizes must look like A-B, A or A,B,C; got {text!r}") from None
+        parts = [p.strip() for p in str(text).split(",")]
+        if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
+            raise ValueError(f"--sizes must look like A-B, A or A,B,C; got {text!r}")
+        sizes = sorted({int(p) for p in parts})
         if sizes[0] < 1:
             raise ValueError(f"--sizes: sizes start at 1; got {text!r}")
-        return sizes
-    from .data import parse_sizes as parse_range
+        lo, hi = sizes[0], sizes[-1]
+    else:
+        from .data import parse_sizes as parse_range
 
-    lo, hi = parse_range(text, "--sizes")
-    return list(range(lo, hi + 1))
+        lo, hi = parse_range(text, "--sizes")
+        sizes = None
+    if max_size is not None and hi > max_size:
+        raise ValueError(f"--sizes: at most {max_size} for this task; got {text!r}")
+    return sizes if sizes is not None else list(range(lo, hi + 1))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -345,8 +362,10 @@ def add_cli(subparsers) -> None:
                                           "(accuracy, by_size, errors, departures) and write results.")
     p.add_argument("--backend", default="oracle", help=f"one of {', '.join(BACKENDS)}")
     p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--sizes", required=True, help="A-B (inclusive), A, or A,B,C")
-    p.add_argument("--n", type=int, default=20, help="problems per size and seed")
+    p.add_argument("--sizes", required=True, help="A-B (inclusive), A, or A,B,C; at most "
+                   + ", ".join(f"{name} {cls.max_size}" for name, cls in TASKS.items()))
+    p.add_argument("--n", type=int, default=20, help=f"problems per size and seed (at most {MAX_EVAL_N}, and "
+                                                     f"{MAX_EVAL_PROBLEMS} problems in all)")
     p.add_argument("--method", default="retuning", help=f"one of {', '.join(METHODS)}")
     p.add_argument("--seed", default="0", help="a seed or a comma-separated list (aggregated)")
     p.add_argument("--model", help="run directory or local model directory (backend hf)")
@@ -377,10 +396,52 @@ def check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
 
 
+# Upper bounds of one evaluation (also `--help`): every trace is held in memory until it is written.
+MAX_EVAL_N = 10_000  # problems per size and seed
+MAX_EVAL_PROBLEMS = 100_000  # problems in all (n x sizes x seeds)
+
+
+def check_workload(task: Task, method: str, sizes: Sequence[int], n: int, seeds: Sequence[int]) -> None:
+    """A ValueError, before any decoding, for sizes the task does not support, too many problems, or traces
+    estimated not to fit in the available memory."""
+    for size in (min(sizes), max(sizes)):
+        task.check_size(size)
+    if not 1 <= n <= MAX_EVAL_N:
+        raise ValueError(f"--n must be in 1..{MAX_EVAL_N}; got {n}")
+    problems = n * len(sizes) * len(seeds)
+    if problems > MAX_EVAL_PROBLEMS:
+        raise ValueError(f"sizes x n x seeds asks for {problems} problems; at most {MAX_EVAL_PROBLEMS}")
+    from .data import estimated_bytes
+
+    # a trace keeps every context whole, about three times the oracle's training records of the problem
+    need = 3 * estimated_bytes(task.name, method, "scaled", (max(sizes), max(sizes)), problems, task.variant)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise ValueError(f"the traces would take about {need / 1e9:.1f} GB, more than the {available / 1e9:.1f} GB "
+                         f"of memory available; use fewer or smaller sizes or a smaller --n")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def results_dir(out, task: str, method: str, backend: str, sizes: Sequence[int], n: int, seeds: Sequence[int]) -> Path:
+    """OUT/<task>_<method>_<backend>_<sizes>_n<n>_seed<seeds>, checked writable before any work (ValueError)."""
+    root = check_output_dir(out, "--out")
+    name = f"{task}_{method}_{backend}_{sizes[0]}-{sizes[-1]}_n{n}_seed{'-'.join(map(str, seeds))}"
+    return check_output_dir(root / name, "--out")
+
+
 def run_cli(args) -> dict:
     check_args(args)
     task = get_task(args.task, args.variant)
-    sizes, seeds = parse_sizes(args.sizes), parse_seeds(args.seed)
+    sizes, seeds = parse_sizes(args.sizes, task.max_size), parse_seeds(args.seed)
+    check_workload(task, args.method, sizes, args.n, seeds)
+    out_dir = results_dir(args.out, task.name, args.method, args.backend, sizes, args.n, seeds)
     trained_max = args.trained_max if args.trained_max is not None else PAPER_TRAINED_MAX[task.name]
     generator = load_generator(args.backend, task, args.method, sizes, args.n, seeds, args.model, args.batch_size)
     limits = Limits(depth=args.depth_limit, calls=args.call_limit, new_tokens=args.max_new_tokens)
@@ -389,8 +450,7 @@ def run_cli(args) -> dict:
     config = {"task": task.name, "variant": task.variant, "method": args.method, "backend": args.backend,
               "model": args.model, "sizes": sizes, "n": args.n, "seeds": seeds, "trained_max": trained_max,
               "limits": asdict(limits), "batch_size": args.batch_size}
-    name = f"{task.name}_{args.method}_{args.backend}_{sizes[0]}-{sizes[-1]}_n{args.n}_seed{'-'.join(map(str, seeds))}"
-    out = write_results(Path(args.out) / name, config, summary, traces)
+    out = write_results(out_dir, config, summary, traces)
     summary["results"] = str(out)
     print(json.dumps(summary))
     return summary

@@ -33,7 +33,7 @@ def dataset(profile: dict, task: str, method: str, seed: int, distribution: str 
     sizes = (1, profile["train_sizes"][task])
     name = f"{task}-{method}-{distribution}-1to{sizes[1]}-n{n}-v{variant}-s{seed}.jsonl"
     path = where(profile, "data_dir") / name
-    if not path.exists() or not data.manifest_path(path).exists():
+    if data.verified(path) is None:  # missing, or a manifest that does not vouch for the file (killed build)
         data.make(task, method, path, distribution, sizes, n, seed, variant, progress=progress)
     return path
 
@@ -288,13 +288,10 @@ def training_measurements(profile: dict, runs: list[dict] | None = None):
 def training_memory(profile: dict, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
     """Peak memory of one training step on the longest examples of a dataset, measured in a fresh process so
     nothing else counts: on GPU the allocator's peak, on CPU the growth of resident memory over the step."""
-    import subprocess
-    import sys
+    from .memory import measure_in_child
 
     path = dataset(profile, task, method, seed)
     base = profile["model"] if not profile.get("pretrain") else "tiny"
     job = {"data": str(path), "model": base, "tiny_model": profile.get("tiny_model"),
            "batch_size": batch_size or profile["train"].get("batch_size", 32)}
-    done = subprocess.run([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True,
-                          text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"task": task, "method": method}
+    return measure_in_child(job) | {"task": task, "method": method}
