@@ -33,7 +33,7 @@ ERROR_KINDS = MALFORMED_KINDS + LIMIT_KINDS
 
 
 # --- traces --------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False, repr=False)
 class TraceNode:
     """One context of a decoded call tree, as the model actually wrote it.
 
@@ -63,6 +63,16 @@ class TraceNode:
             node = stack.pop()
             yield node
             stack.extend(reversed(node.children))
+
+    def __eq__(self, other) -> bool:  # iterative: the generated __eq__ recurses through children
+        if not isinstance(other, TraceNode):
+            return NotImplemented
+        mine, theirs = list(self.walk()), list(other.walk())
+        return len(mine) == len(theirs) and all(
+            a.shallow_dict() == b.shallow_dict() and len(a.children) == len(b.children) for a, b in zip(mine, theirs))
+
+    def __repr__(self) -> str:  # shallow: a trace can be deeper than repr's recursion allows
+        return f"TraceNode(prompt={self.prompt[:60]!r}, depth={self.depth}, children={len(self.children)})"
 
     def shallow_dict(self) -> dict:
         """This node's fields without its children (lists copied)."""

@@ -69,24 +69,43 @@ def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str =
     return f'{head}<pre style="{style}">{html.escape(text)}</pre>'
 
 
-def _on_path(node: TraceNode, target: TraceNode | None) -> bool:
-    return target is not None and any(n is target for n in node.walk())
+def _path_to(root: TraceNode, target: TraceNode | None) -> set[int]:
+    """The ids of `target` and every node above it (empty without a target), found in one walk."""
+    if target is None:
+        return set()
+    parent: dict[int, TraceNode | None] = {id(root): None}
+    for node in root.walk():
+        for child in node.children:
+            parent[id(child)] = node
+    path, node = set(), target
+    while node is not None and id(node) in parent:
+        path.add(id(node))
+        node = parent[id(node)]
+    return path
 
 
 def _tree_html(root: TraceNode, wrong, open_depth: int) -> str:
-    """Every node's HTML, children before their callers (reverse pre-order), so no call recurses as deep as
-    the tree."""
-    rendered: dict[int, str] = {}
-    for node in reversed(list(root.walk())):
-        rendered[id(node)] = _node_html(node, wrong, open_depth, rendered)
-    return rendered[id(root)]
+    """The call tree's HTML without recursion: each node's parts hold its children as placeholders (the child
+    nodes themselves), expanded in place from an explicit stack, so the work is linear in the output and no
+    call goes as deep as the tree."""
+    on_path = _path_to(root, wrong[0] if wrong else None)
+    parts_of = {id(node): _node_html(node, wrong, open_depth, on_path) for node in root.walk()}
+    out, stack = [], [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            stack.extend(reversed(parts_of.pop(id(item))))
+    return "".join(out)
 
 
-def _node_html(node: TraceNode, wrong, open_depth: int, rendered: dict[int, str]) -> str:
+def _node_html(node: TraceNode, wrong, open_depth: int, on_path: set[int]) -> list:
+    """One node's HTML as a list of strings, with its children (TraceNode placeholders) where their HTML goes."""
     target, turn_index, expected = wrong if wrong else (None, None, None)
     is_wrong = node is target
-    colour = RED if is_wrong or _on_path(node, target) else GREEN if node.answer is not None else GREY
-    opened = " open" if node.depth < open_depth or _on_path(node, target) else ""
+    colour = RED if is_wrong or id(node) in on_path else GREEN if node.answer is not None else GREY
+    opened = " open" if node.depth < open_depth or id(node) in on_path else ""
     verdict = f' <b style="color:{RED}">&#10007; {html.escape(node.error or "first error")}</b>' if is_wrong else ""
     answer = "" if node.answer is None else f" &rarr; <code>{html.escape(node.answer[:80])}</code>"
     summary = (f'<summary style="cursor:pointer"><span style="color:{GREY}">depth {node.depth}</span> '
@@ -101,7 +120,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int, rendered: dict[int, str]
         if i < len(node.calls):
             parts.append(_pre(node.calls[i], "#eef3fb", label="call (solved in a fresh context below)"))
             if i < len(node.children):
-                parts.append(rendered[id(node.children[i])])
+                parts.append(node.children[i])
             if i < len(node.returns):
                 ret = node.returns[i]
                 parts.append(_pre("(nothing returned: no carry-over)" if ret is None else f"Return: {ret}",
@@ -114,7 +133,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int, rendered: dict[int, str]
         parts.append(f'<div style="color:{RED}"><b>error:</b> {html.escape(node.error)}</div>')
     parts.append(f'<details><summary style="cursor:pointer;color:{GREY};font-size:11px">full context</summary>'
                  f'{_pre(node.context)}</details>')
-    return f'<details{opened} style="{BOX.format(colour=colour)}">{summary}{"".join(parts)}</details>'
+    return [f'<details{opened} style="{BOX.format(colour=colour)}">{summary}', *parts, "</details>"]
 
 
 def trace_html(trace: Trace | dict, open_depth: int = 2) -> str:

@@ -34,7 +34,7 @@ class Malformed(ValueError):
         self.detail = detail
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Node:
     """One context of the oracle call tree.
 
@@ -51,6 +51,13 @@ class Node:
 
     def __post_init__(self):
         assert len(self.turns) == len(self.children) + 1, "one turn per call, plus the final turn"
+
+    def __eq__(self, other) -> bool:  # iterative (the generated one recurses as deep as the tree)
+        return isinstance(other, Node) and self.to_dict() == other.to_dict() and all(
+            (a.size, a.meta) == (b.size, b.meta) for (a, _), (b, _) in zip(self.walk(), other.walk()))
+
+    def __repr__(self) -> str:
+        return f"Node(prompt={self.prompt[:60]!r}, size={self.size}, children={len(self.children)})"
 
     @property
     def answer(self) -> str:
