@@ -102,7 +102,9 @@ def check_args(task, method, distribution, sizes, n) -> None:
     lo, hi = sizes
     if lo < 1 or lo > hi:
         raise ValueError(f"sizes must satisfy 1 <= A <= B; got {lo}-{hi}")
-    TASKS[task].check_size(hi)
+    if hi > TASKS[task].max_size:
+        raise ValueError(f"sizes: at most {TASKS[task].max_size} for task {task!r} ({TASKS[task].size_name}); "
+                         f"got {lo}-{hi}")
     if not 1 <= n <= MAX_N:
         raise ValueError(f"n (problems per size) must be in 1..{MAX_N}; got {n}")
     if n * (hi - lo + 1) > MAX_PROBLEMS:
@@ -297,6 +299,7 @@ def run_cli(args) -> None:
     if args.distribution == "paper" and (args.sizes is not None or args.n is not None):
         raise ValueError("--distribution paper has fixed sizes and counts; drop --sizes and --n "
                          "(or use --distribution scaled / efficiency)")
+    files.check_output_file(args.out, "--out", companions=(MANIFEST_SUFFIX,))
     sizes = parse_sizes("1-8" if args.sizes is None else args.sizes)
     n = 100 if args.n is None else args.n
     manifest = make(args.task, args.method, args.out, args.distribution, sizes, n, args.seed, args.variant,
