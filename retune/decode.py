@@ -17,7 +17,7 @@ Layering: imports tasks (and model for token ids) only; never evaluate/train/rep
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
 from .files import atomic_write_text

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from retune import data, decode as decode_module, evaluate as evaluate_module, files
+from retune import data, evaluate as evaluate_module, files
 from retune.cli import main
 from retune.decode import Generation, Limits, OracleGenerator, Trace, TraceNode, decode, load_traces, save_traces
 from retune.evaluate import evaluate
