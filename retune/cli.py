@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input or a file system refusal: one line, no traceback
         print(f"retune {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -9,14 +9,15 @@ import json
 import os
 import platform
 import random
-import tempfile
+import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, files
 from .tasks import METHODS, RECURSIVE_METHODS, TASKS, check_method, get_task
 
 DISTRIBUTIONS = ("paper", "scaled", "efficiency")
@@ -24,10 +25,10 @@ DISTRIBUTIONS = ("paper", "scaled", "efficiency")
 
 def parse_sizes(text: str, name: str = "sizes") -> tuple[int, int]:
     """'A-B' (or 'A') -> (A, B) with 1 <= A <= B."""
-    parts = str(text).split("-")
-    try:
-        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
-    except ValueError:
+    parts = [p.strip() for p in str(text).split("-")]
+    if len(parts) in (1, 2) and all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
+        lo, hi = int(parts[0]), int(parts[-1])
+    else:
         lo = hi = None
     if lo is None:
         raise ValueError(f"{name} must look like A-B (e.g. 1-8) or A; got {text!r}")
@@ -36,6 +37,12 @@ def parse_sizes(text: str, name: str = "sizes") -> tuple[int, int]:
     if lo > hi:
         raise ValueError(f"{name}: the range is empty or in the wrong order (A must be <= B); got {text!r}")
     return lo, hi
+
+
+# Upper bounds of `retune data` (also `--help`): records are streamed to disk, so memory stays bounded, and the
+# estimated size of the file is checked against the free disk space before any work starts.
+MAX_N = 100_000  # problems per size
+MAX_PROBLEMS = 2_000_000  # problems in one dataset (n x number of sizes)
 
 
 def problems(task, distribution: str, sizes=(1, 8), n: int = 100, seed: int = 0, method: str = "retuning"):
@@ -57,15 +64,14 @@ def problems(task, distribution: str, sizes=(1, 8), n: int = 100, seed: int = 0,
             yield from distinct.values()
 
 
-def build(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n: int = 100, seed: int = 0,
-          variant: int = 0, progress: bool = True) -> list[dict]:
-    """Training records of one task x method x distribution."""
+def iter_records(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n: int = 100, seed: int = 0,
+                 variant: int = 0, progress: bool = True):
+    """Training records of one task x method x distribution, one at a time (in the order `build` lists them)."""
     check_args(task, method, distribution, sizes, n)
     spec = get_task(task, variant)
     paper = distribution == "paper"
     seen = set() if paper and method in RECURSIVE_METHODS else None  # the reference de-duplicates by prompt
     weights = random.Random(seed + 1)  # a stream of its own, so re-sampling never shifts the problems
-    records = []
     for problem in tqdm(problems(spec, distribution, sizes, n, seed, method), desc=f"{task}/{method}",
                         unit=" problems", disable=not progress, mininterval=1):
         for ex in spec.examples(problem, method, seen):
@@ -75,8 +81,14 @@ def build(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n:
                 record.update(depth=ex.depth, kind=ex.kind)
             if variant:
                 record["variant"] = variant
-            records += [record] * repeats
-    return records
+            for _ in range(repeats):
+                yield record
+
+
+def build(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n: int = 100, seed: int = 0,
+          variant: int = 0, progress: bool = True) -> list[dict]:
+    """Training records of one task x method x distribution, as a list (`make` streams them to disk instead)."""
+    return list(iter_records(task, method, distribution, sizes, n, seed, variant, progress))
 
 
 def check_args(task, method, distribution, sizes, n) -> None:
@@ -85,31 +97,90 @@ def check_args(task, method, distribution, sizes, n) -> None:
     check_method(method)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
+    if distribution == "paper":
+        return  # the reference distribution fixes its own sizes and counts
     lo, hi = sizes
     if lo < 1 or lo > hi:
         raise ValueError(f"sizes must satisfy 1 <= A <= B; got {lo}-{hi}")
-    if n < 1:
-        raise ValueError(f"n (problems per size) must be at least 1; got {n}")
+    if hi > TASKS[task].max_size:
+        raise ValueError(f"sizes: at most {TASKS[task].max_size} for task {task!r} ({TASKS[task].size_name}); "
+                         f"got {lo}-{hi}")
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n (problems per size) must be in 1..{MAX_N}; got {n}")
+    if n * (hi - lo + 1) > MAX_PROBLEMS:
+        raise ValueError(f"sizes x n asks for {n * (hi - lo + 1)} problems; at most {MAX_PROBLEMS} per dataset")
 
 
-def write(records: list[dict], out: str | Path, parameters: dict) -> dict:
-    """Write records as JSONL atomically (a temporary file renamed into place) and a manifest beside them."""
-    out = Path(out)
+def estimated_bytes(task: str, method: str, distribution: str, sizes, n: int, variant: int = 0) -> int:
+    """An upper estimate of a dataset's file size: every problem as large as one of the largest size (records
+    grow with the size). 0 for the paper's distribution, whose size is fixed and modest."""
+    if distribution == "paper":
+        return 0
+    spec = get_task(task, variant)
+    one = spec.sample(sizes[1], random.Random(0))
+    per_problem = sum(len(json.dumps({"input": e.input, "output": e.output}).encode()) + 100
+                      for e in spec.examples(one, method))
+    return per_problem * n * (sizes[1] - sizes[0] + 1)
+
+
+class _Describer:
+    """`describe` computed record by record, so a streamed dataset needs no list of its records."""
+
+    def __init__(self):
+        self.records, self.max_tokens, self.total_tokens = 0, 0, 0
+        self.by_size, self.by_kind = Counter(), Counter()
+        self.chars = {"input": 0, "output": 0}
+
+    def add(self, r: dict) -> None:
+        tokens = len(r["input"]) + len(r["output"]) + 1
+        self.records += 1
+        self.total_tokens += tokens
+        self.max_tokens = max(self.max_tokens, tokens)
+        self.by_size[r["size"]] += 1
+        self.by_kind[r.get("kind", "full")] += 1
+        self.chars["input"] += len(r["input"])
+        self.chars["output"] += len(r["output"])
+
+    def result(self) -> dict:
+        return {
+            "records": self.records,
+            "by_size": dict(sorted(self.by_size.items())),
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "characters": dict(self.chars),
+            "char_tokens": {"total": self.total_tokens, "mean": round(self.total_tokens / max(self.records, 1), 2),
+                            "max": self.max_tokens},
+        }
+
+
+def write(records, out: str | Path, parameters: dict) -> dict:
+    """Write records (any iterable) as JSONL and a manifest beside them naming the file's sha256 and size.
+
+    The pair is committed in an order a kill cannot turn into a trusted mismatch: the JSONL is written to a
+    hidden temporary, the old manifest is removed, the JSONL is renamed into place, then the new manifest is
+    written atomically. A reader trusts a dataset only when `verified` finds the manifest's sha256 equal to the
+    file's. Temporaries left by killed writers of the same file are removed first."""
+    out = files.check_output_file(out, "out", companions=(MANIFEST_SUFFIX,))
     out.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    files.remove_stale_temps(out)
+    digest, summary, size = hashlib.sha256(), _Describer(), 0
+    tmp = files.temp_path(out)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
                 line = json.dumps(record, ensure_ascii=False) + "\n"
-                digest.update(line.encode("utf-8"))
+                encoded = line.encode("utf-8")
+                digest.update(encoded)
+                size += len(encoded)
+                summary.add(record)
                 f.write(line)
+        manifest_path(out).unlink(missing_ok=True)  # from here on the old manifest can never vouch for new data
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    manifest = describe(records) | {"file": out.name, "sha256": digest.hexdigest(), "parameters": parameters,
-                                    "versions": {"retune": __version__, "python": platform.python_version()}}
+    manifest = summary.result() | {"file": out.name, "sha256": digest.hexdigest(), "bytes": size,
+                                   "parameters": parameters,
+                                   "versions": {"retune": __version__, "python": platform.python_version()}}
     write_json(manifest_path(out), manifest)
     return manifest
 
@@ -117,21 +188,39 @@ def write(records: list[dict], out: str | Path, parameters: dict) -> dict:
 def describe(records: list[dict]) -> dict:
     """Counts per size and kind, and character / token counts (character tokenizer: one token a character,
     plus EOS after each target)."""
-    tokens = [len(r["input"]) + len(r["output"]) + 1 for r in records]
-    return {
-        "records": len(records),
-        "by_size": dict(sorted(Counter(r["size"] for r in records).items())),
-        "by_kind": dict(sorted(Counter(r.get("kind", "full") for r in records).items())),
-        "characters": {"input": sum(len(r["input"]) for r in records),
-                       "output": sum(len(r["output"]) for r in records)},
-        "char_tokens": {"total": sum(tokens), "mean": round(sum(tokens) / max(len(tokens), 1), 2),
-                        "max": max(tokens, default=0)},
-    }
+    summary = _Describer()
+    for r in records:
+        summary.add(r)
+    return summary.result()
+
+
+MANIFEST_SUFFIX = ".manifest.json"
 
 
 def manifest_path(path: str | Path) -> Path:
     path = Path(path)
-    return path.with_name(path.name + ".manifest.json")
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified(path: str | Path) -> dict | None:
+    """The manifest of a dataset when it vouches for the file beside it (same size and sha256), else None: a
+    missing, unreadable or stale manifest (e.g. a writer killed between the data and its manifest)."""
+    path = Path(path)
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+        if not path.is_file() or manifest.get("bytes", path.stat().st_size) != path.stat().st_size:
+            return None
+        return manifest if manifest.get("sha256") == file_sha256(path) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read(path: str | Path) -> list[dict]:
@@ -147,19 +236,33 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    files.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def make(task: str, method: str, out: str | Path, distribution: str = "scaled", sizes=(1, 8), n: int = 100,
-         seed: int = 0, variant: int = 0, progress: bool = True) -> dict:
-    """Build and write one dataset; returns its manifest (with the build time)."""
+         seed: int = 0, variant: int = 0, progress: bool = True, announce=None) -> dict:
+    """Build and write one dataset, streamed to disk; returns its manifest (with the build time).
+
+    Every argument and the output path are checked before any work; `announce` (e.g. print) is told what will
+    be built and its estimated size first. A dataset estimated larger than the free disk space is refused."""
     start = time.perf_counter()
-    records = build(task, method, distribution, sizes, n, seed, variant, progress)
+    check_args(task, method, distribution, sizes, n)
+    get_task(task, variant)  # checks the variant
+    out = files.check_output_file(out, "out", companions=(MANIFEST_SUFFIX,))
+    estimate = estimated_bytes(task, method, distribution, sizes, n, variant)
+    free = shutil.disk_usage(files.nearest_existing(out.parent)).free
+    if estimate > free:
+        raise ValueError(f"the dataset would take about {estimate / 1e6:.0f} MB, more than the "
+                         f"{free / 1e6:.0f} MB free beside {str(out)!r}; use fewer sizes or a smaller n")
+    if announce is not None:
+        what = "the paper's distribution" if distribution == "paper" else \
+            f"{n * (sizes[1] - sizes[0] + 1)} problems (sizes {sizes[0]}-{sizes[1]} x n {n}), " \
+            f"at most about {max(estimate / 1e6, 0.1):.1f} MB"
+        announce(f"retune data: {task}/{method}: {what} -> {out}")
     parameters = {"task": task, "method": method, "distribution": distribution, "seed": seed, "variant": variant}
     if distribution != "paper":
         parameters |= {"sizes": f"{sizes[0]}-{sizes[1]}", "n": n}
+    records = iter_records(task, method, distribution, sizes, n, seed, variant, progress)
     manifest = write(records, out, parameters)
     manifest["build_seconds"] = round(time.perf_counter() - start, 2)
     write_json(manifest_path(out), manifest)
@@ -176,11 +279,15 @@ def add_cli(sub) -> None:
                    help="baseline, scratchpad, retuning, or an ablation: inline (no isolation), "
                         "no_carryover (no Return line)")
     p.add_argument("--distribution", default="scaled", choices=list(DISTRIBUTIONS),
-                   help="paper: the reference training distribution and re-sampling (ignores --sizes/--n); "
+                   help="paper: the reference training distribution and re-sampling (its sizes and counts are "
+                        "fixed, so --sizes and --n are refused with it); "
                         "scaled: N random problems per size; efficiency: N distinct problems per size "
                         "(default: scaled)")
-    p.add_argument("--sizes", default="1-8", help="problem sizes A-B: digits, list length or bits (default 1-8)")
-    p.add_argument("--n", type=int, default=100, help="problems per size (default 100)")
+    limits = ", ".join(f"{name} {cls.max_size}" for name, cls in TASKS.items())
+    p.add_argument("--sizes", help=f"problem sizes A-B: digits, list length or bits (default 1-8; at most: {limits})")
+    p.add_argument("--n", type=int, help=f"problems per size (default 100; at most {MAX_N}, and at most "
+                                         f"{MAX_PROBLEMS} problems in all); records are streamed to disk and a "
+                                         f"dataset larger than the free disk space is refused before it starts")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--variant", type=int, default=0, help="prompt phrasing, 0 = the paper's (tasks have 0-3)")
     p.add_argument("--out", required=True, help="output JSONL file")
@@ -189,7 +296,13 @@ def add_cli(sub) -> None:
 
 
 def run_cli(args) -> None:
-    manifest = make(args.task, args.method, args.out, args.distribution, parse_sizes(args.sizes), args.n,
-                    args.seed, args.variant, progress=not args.quiet)
+    if args.distribution == "paper" and (args.sizes is not None or args.n is not None):
+        raise ValueError("--distribution paper has fixed sizes and counts; drop --sizes and --n "
+                         "(or use --distribution scaled / efficiency)")
+    files.check_output_file(args.out, "--out", companions=(MANIFEST_SUFFIX,))
+    sizes = parse_sizes("1-8" if args.sizes is None else args.sizes)
+    n = 100 if args.n is None else args.n
+    manifest = make(args.task, args.method, args.out, args.distribution, sizes, n, args.seed, args.variant,
+                    progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"out": str(args.out), "records": manifest["records"], "sha256": manifest["sha256"],
                       "build_seconds": manifest["build_seconds"]}))

@@ -18,9 +18,10 @@ Layering: imports tasks (and model for token ids) only; never evaluate/train/rep
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
+from .files import atomic_write_text
 from .tasks import RECURSIVE_METHODS, SOLUTION, Malformed, Node, Task, check_method, return_text
 from .tasks.base import CALL_MARK, node_answer
 
@@ -33,7 +34,7 @@ ERROR_KINDS = MALFORMED_KINDS + LIMIT_KINDS
 
 
 # --- traces --------------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False, repr=False)
 class TraceNode:
     """One context of a decoded call tree, as the model actually wrote it.
 
@@ -57,21 +58,54 @@ class TraceNode:
     error: str | None = None
 
     def walk(self):
-        """Yield every node in pre-order (the order contexts were opened)."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
+        """Yield every node in pre-order (the order contexts were opened). Iterative, like every walk over a
+        trace here: a model that keeps calling makes traces as deep as the decoder's limits allow."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def __eq__(self, other) -> bool:  # iterative: the generated __eq__ recurses through children
+        if not isinstance(other, TraceNode):
+            return NotImplemented
+        mine, theirs = list(self.walk()), list(other.walk())
+        return len(mine) == len(theirs) and all(
+            a.shallow_dict() == b.shallow_dict() and len(a.children) == len(b.children) for a, b in zip(mine, theirs))
+
+    def __repr__(self) -> str:  # shallow: a trace can be deeper than repr's recursion allows
+        return f"TraceNode(prompt={self.prompt[:60]!r}, depth={self.depth}, children={len(self.children)})"
+
+    def shallow_dict(self) -> dict:
+        """This node's fields without its children (lists copied)."""
+        return {f: (list(v) if isinstance(v, list) else v) for f in _NODE_FIELDS
+                for v in (getattr(self, f),)}
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["children"] = [c.to_dict() for c in self.children]
-        return d
+        root = self.shallow_dict() | {"children": []}
+        stack = [(self, root)]
+        while stack:
+            node, d = stack.pop()
+            for child in node.children:
+                cd = child.shallow_dict() | {"children": []}
+                d["children"].append(cd)
+                stack.append((child, cd))
+        return root
 
     @classmethod
     def from_dict(cls, d: dict) -> "TraceNode":
-        d = dict(d)
-        d["children"] = [cls.from_dict(c) for c in d.get("children", [])]
-        return cls(**d)
+        root = cls(**{k: v for k, v in d.items() if k != "children"})
+        stack = [(root, d.get("children", []))]
+        while stack:
+            node, children = stack.pop()
+            for cd in children:
+                child = cls(**{k: v for k, v in cd.items() if k != "children"})
+                node.children.append(child)
+                stack.append((child, cd.get("children", [])))
+        return root
+
+
+_NODE_FIELDS = tuple(f for f in TraceNode.__dataclass_fields__ if f != "children")
 
 
 @dataclass
@@ -108,15 +142,32 @@ class Trace:
         return sum(n.tokens_out for n in self.root.walk())
 
     def to_dict(self) -> dict:
+        """The JSON form: the verdict, and the call tree as a flat list of nodes in pre-order, each naming its
+        parent's index (-1 for the root). Flat, so no JSON encoder or decoder recurses as deep as the tree."""
         d = {k: getattr(self, k) for k in ("task", "method", "size", "problem", "expected", "predicted",
                                             "correct", "error", "variant")}
-        d["root"] = self.root.to_dict()
+        nodes, stack = [], [(self.root, -1)]
+        while stack:  # pre-order, as TraceNode.walk
+            node, parent = stack.pop()
+            nodes.append(node.shallow_dict() | {"parent": parent})
+            stack.extend((child, len(nodes) - 1) for child in reversed(node.children))
+        d["nodes"] = nodes
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Trace":
+        """From `to_dict`'s flat form, or the nested form (`root` with `children`) of older trace files."""
         d = dict(d)
-        d["root"] = TraceNode.from_dict(d["root"])
+        if "nodes" in d:
+            built = []
+            for nd in d.pop("nodes"):
+                node = TraceNode(**{k: v for k, v in nd.items() if k != "parent"})
+                if built:
+                    built[nd["parent"]].children.append(node)
+                built.append(node)
+            d["root"] = built[0]
+        else:
+            d["root"] = TraceNode.from_dict(d["root"])
         return cls(**d)
 
 
@@ -126,10 +177,9 @@ def jsonable(value: Any) -> Any:
 
 
 def save_traces(path, traces: Iterable[Trace]) -> None:
-    """One JSON object per line. ensure_ascii keeps any model output (lone surrogates too) writable."""
-    with open(path, "w", encoding="utf-8") as f:
-        for trace in traces:
-            f.write(json.dumps(trace.to_dict(), ensure_ascii=True) + "\n")
+    """One JSON object per line, written atomically (the file appears only once complete). ensure_ascii keeps
+    any model output (lone surrogates too) writable."""
+    atomic_write_text(path, "".join(json.dumps(t.to_dict(), ensure_ascii=True) + "\n" for t in traces))
 
 
 def load_traces(path) -> list[Trace]:
@@ -156,6 +206,13 @@ class Generator(Protocol):
     """
 
     def generate(self, contexts: Sequence[str], max_new_tokens: Sequence[int]) -> list[Generation]: ...
+
+
+def check_token_limits(max_new_tokens: Sequence[int]) -> None:
+    """Every row's limit is a whole number >= 1 (a generation always has room for at least its EOS)."""
+    bad = next((v for v in max_new_tokens if isinstance(v, bool) or not isinstance(v, int) or v < 1), None)
+    if bad is not None:
+        raise ValueError(f"max_new_tokens must be integers >= 1; got {bad!r}")
 
 
 def oracle_targets(task: Task, problems: Iterable[Any], method: str) -> dict[str, str]:
@@ -189,6 +246,7 @@ class OracleGenerator:
         return len(encode_context(self.tokenizer, text))
 
     def generate(self, contexts, max_new_tokens):
+        check_token_limits(max_new_tokens)
         out = []
         for context, limit in zip(contexts, max_new_tokens):
             target = self.targets.get(context, "")
@@ -246,6 +304,7 @@ class HFGenerator:
     def generate(self, contexts, max_new_tokens):
         import torch
 
+        check_token_limits(max_new_tokens)
         encoded = [self.encode(c) for c in contexts]
         order = sorted(range(len(contexts)), key=lambda i: len(encoded[i]))
         out: list[Generation | None] = [None] * len(contexts)
@@ -253,7 +312,7 @@ class HFGenerator:
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             ids, mask = self._padded([encoded[i] for i in rows])
-            limits = [max(1, int(max_new_tokens[i])) for i in rows]
+            limits = [int(max_new_tokens[i]) for i in rows]
             kwargs = {}
             if self.forced is not None:
                 kwargs["logits_processor"] = [self._forcing([contexts[i] for i in rows], ids.shape[1])]
@@ -348,6 +407,17 @@ class Limits:
     new_tokens: int | None = None  # tokens per generation; default 2 x the oracle tree's longest turn + 16
     contexts: int | None = None  # contexts per problem (guards against endless fan-out); default 2 x oracle + 8
 
+    def __post_init__(self):
+        """Every limit given is a whole number >= 1 (0 would silently mean the default for some, none for
+        others); None leaves the per-problem default."""
+        for name in ("depth", "calls", "new_tokens", "contexts"):
+            value = getattr(self, name)
+            if value is None and name != "calls":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{name} must be an integer >= 1" + ("" if name == "calls" else
+                                 " or None (the default)") + f"; got {value!r}")
+
 
 def default_new_tokens(longest_target: int) -> int:
     """Token limit sized to the longest legitimate target (in characters, which bounds tokens of any
@@ -375,13 +445,14 @@ class _Problem:
         self.recursive = method in RECURSIVE_METHODS
         self.depth_limit = limits.depth if limits.depth is not None else task.depth_limit(size)
         self.call_limit = limits.calls
-        self.new_tokens = limits.new_tokens or default_new_tokens(max(len(e.output) for e in examples))
+        self.new_tokens = limits.new_tokens if limits.new_tokens is not None else \
+            default_new_tokens(max(len(e.output) for e in examples))
         oracle_contexts = len({e.input for e in examples}) if self.recursive else 1
         # The top level of some tasks ends when its n-th call returns (docs/protocol.md, "DP"); n is the task's,
         # the same for every problem (DP: 2). 0: it ends with an answer turn, as every other context.
         top = task.tree(problem) if self.recursive else None
         self.top_calls = len(top.children) if top is not None and top.ends_at_last_return(method) else 0
-        self.context_limit = limits.contexts or 2 * oracle_contexts + 8
+        self.context_limit = limits.contexts if limits.contexts is not None else 2 * oracle_contexts + 8
         self.contexts = 1
         prompt = self.top_context[:-len(SOLUTION)] if self.recursive else self.top_context
         root = TraceNode(prompt=prompt, depth=0, context=self.top_context)

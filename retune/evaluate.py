@@ -67,7 +67,14 @@ def first_departure(trace: Trace, oracle: Node) -> Departure | None:
 
 
 def _depart(node: TraceNode, oracle: Node) -> Departure | None:
-    for i, turn in enumerate(node.turns):
+    """Turn by turn, descending into a call's child before the caller's next turn; an explicit stack of
+    (node, oracle node, next turn index), as traces can be deeper than Python's recursion limit."""
+    stack = [(node, oracle, 0)]
+    while stack:
+        node, oracle, i = stack.pop()
+        if i >= len(node.turns):
+            continue
+        turn = node.turns[i]
         expected = oracle.turns[i] if i < len(oracle.turns) else None
         if i == len(node.turns) - 1 and node.error:
             kind = "limit" if node.error in LIMIT_KINDS else "malformed"
@@ -76,10 +83,9 @@ def _depart(node: TraceNode, oracle: Node) -> Departure | None:
             wanted = "call" if i < len(oracle.children) else oracle.kind_of_last
             kind = {"call": "wrong_call", "base": "wrong_base", "combine": "wrong_combination"}[wanted]
             return Departure(kind, node.depth, None, expected, turn)
+        stack.append((node, oracle, i + 1))
         if i < len(node.children) and i < len(oracle.children):
-            found = _depart(node.children[i], oracle.children[i])
-            if found:
-                return found
+            stack.append((node.children[i], oracle.children[i], 0))
     return None
 
 

@@ -36,7 +36,7 @@ def dataset(profile: Profile, task: str, method: str, seed: int, distribution: s
     sizes = (1, profile.train.sizes[task])
     name = f"{task}-{method}-{distribution}-1to{sizes[1]}-n{n}-v{variant}-s{seed}.jsonl"
     path = where(profile, "data") / name
-    if not path.exists() or not data.manifest_path(path).exists():
+    if data.verified(path) is None:  # missing, or a manifest that does not vouch for the file (killed build)
         data.make(task, method, path, distribution, sizes, n, seed, variant, progress=progress)
     return path
 
@@ -313,16 +313,13 @@ def training_measurements(profile: Profile, runs: list[dict] | None = None):
 def training_memory(profile: Profile, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
     """Peak memory of one training step on the longest examples of a dataset, measured in a fresh process so
     nothing else counts: on GPU the allocator's peak, on CPU the growth of resident memory over the step."""
-    import subprocess
-    import sys
+    from .memory import measure_in_child
 
     path = dataset(profile, task, method, seed)
     base = profile.model.source if not profile.pretrain else "tiny"
     job = {"data": str(path), "model": base, "tiny_model": asdict(profile.model.tiny),
            "batch_size": batch_size or profile.train.batch_size}
-    done = subprocess.run([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True,
-                          text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"task": task, "method": method}
+    return measure_in_child(job) | {"task": task, "method": method}
 
 
 # --- `retune eval`: one run, evaluated exactly as the notebooks evaluate it -----------------------------------

@@ -46,16 +46,20 @@ def first_wrong(node: TraceNode, oracle: Node | None) -> tuple[TraceNode, int, s
     if oracle is None:
         stopped = next((n for n in node.walk() if n.error), None)
         return (stopped, len(stopped.turns) - 1, None) if stopped else None
-    for i, turn in enumerate(node.turns):
+    stack = [(node, oracle, 0)]  # explicit stack: traces can be deeper than Python's recursion limit
+    while stack:
+        node, oracle, i = stack.pop()
+        if i >= len(node.turns):
+            if node.error:  # stopped before writing a turn
+                return node, -1, oracle.turns[0] if oracle.turns else None
+            continue
+        turn = node.turns[i]
         expected = oracle.turns[i] if i < len(oracle.turns) else None
         if (i == len(node.turns) - 1 and node.error) or turn != expected:
             return node, i, expected
+        stack.append((node, oracle, i + 1))
         if i < len(node.children) and i < len(oracle.children):
-            found = first_wrong(node.children[i], oracle.children[i])
-            if found:
-                return found
-    if node.error:  # stopped before writing a turn
-        return node, -1, oracle.turns[0] if oracle.turns else None
+            stack.append((node.children[i], oracle.children[i], 0))
     return None
 
 
@@ -65,15 +69,43 @@ def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str =
     return f'{head}<pre style="{style}">{html.escape(text)}</pre>'
 
 
-def _on_path(node: TraceNode, target: TraceNode | None) -> bool:
-    return target is not None and any(n is target for n in node.walk())
+def _path_to(root: TraceNode, target: TraceNode | None) -> set[int]:
+    """The ids of `target` and every node above it (empty without a target), found in one walk."""
+    if target is None:
+        return set()
+    parent: dict[int, TraceNode | None] = {id(root): None}
+    for node in root.walk():
+        for child in node.children:
+            parent[id(child)] = node
+    path, node = set(), target
+    while node is not None and id(node) in parent:
+        path.add(id(node))
+        node = parent[id(node)]
+    return path
 
 
-def _node_html(node: TraceNode, wrong, open_depth: int) -> str:
+def _tree_html(root: TraceNode, wrong, open_depth: int) -> str:
+    """The call tree's HTML without recursion: each node's parts hold its children as placeholders (the child
+    nodes themselves), expanded in place from an explicit stack, so the work is linear in the output and no
+    call goes as deep as the tree."""
+    on_path = _path_to(root, wrong[0] if wrong else None)
+    parts_of = {id(node): _node_html(node, wrong, open_depth, on_path) for node in root.walk()}
+    out, stack = [], [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            stack.extend(reversed(parts_of.pop(id(item))))
+    return "".join(out)
+
+
+def _node_html(node: TraceNode, wrong, open_depth: int, on_path: set[int]) -> list:
+    """One node's HTML as a list of strings, with its children (TraceNode placeholders) where their HTML goes."""
     target, turn_index, expected = wrong if wrong else (None, None, None)
     is_wrong = node is target
-    colour = RED if is_wrong or _on_path(node, target) else GREEN if node.answer is not None else GREY
-    opened = " open" if node.depth < open_depth or _on_path(node, target) else ""
+    colour = RED if is_wrong or id(node) in on_path else GREEN if node.answer is not None else GREY
+    opened = " open" if node.depth < open_depth or id(node) in on_path else ""
     verdict = f' <b style="color:{RED}">&#10007; {html.escape(node.error or "first error")}</b>' if is_wrong else ""
     answer = "" if node.answer is None else f" &rarr; <code>{html.escape(node.answer[:80])}</code>"
     summary = (f'<summary style="cursor:pointer"><span style="color:{GREY}">depth {node.depth}</span> '
@@ -88,7 +120,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int) -> str:
         if i < len(node.calls):
             parts.append(_pre(node.calls[i], "#eef3fb", label="call (solved in a fresh context below)"))
             if i < len(node.children):
-                parts.append(_node_html(node.children[i], wrong, open_depth))
+                parts.append(node.children[i])
             if i < len(node.returns):
                 ret = node.returns[i]
                 parts.append(_pre("(nothing returned: no carry-over)" if ret is None else f"Return: {ret}",
@@ -101,7 +133,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int) -> str:
         parts.append(f'<div style="color:{RED}"><b>error:</b> {html.escape(node.error)}</div>')
     parts.append(f'<details><summary style="cursor:pointer;color:{GREY};font-size:11px">full context</summary>'
                  f'{_pre(node.context)}</details>')
-    return f'<details{opened} style="{BOX.format(colour=colour)}">{summary}{"".join(parts)}</details>'
+    return [f'<details{opened} style="{BOX.format(colour=colour)}">{summary}', *parts, "</details>"]
 
 
 def trace_html(trace: Trace | dict, open_depth: int = 2) -> str:
@@ -123,7 +155,14 @@ def trace_html(trace: Trace | dict, open_depth: int = 2) -> str:
             f'problem <code>{html.escape(str(trace.problem))}</code> &middot; expected '
             f'<code>{html.escape(str(trace.expected))}</code> &middot; predicted '
             f'<code>{html.escape(str(trace.predicted))}</code></div>')
-    return f'<div class="retune-trace" style="font-family:sans-serif">{head}{_node_html(trace.root, wrong, open_depth)}</div>'
+    page = f'<div class="retune-trace" style="font-family:sans-serif">{head}{_tree_html(trace.root, wrong, open_depth)}</div>'
+    return displayable(page)
+
+
+def displayable(text: str) -> str:
+    """`text` with lone surrogates (which model output may hold, and traces keep) shown as `\\udcxx` escapes,
+    so every trace that can be saved can also be encoded as UTF-8 and rendered."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = "retune traces") -> Path:
@@ -135,7 +174,7 @@ def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = 
             f'</h2>\n{body}\n</body></html>\n')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    path.write_text(displayable(page), encoding="utf-8")
     return path
 
 

@@ -6,6 +6,7 @@ of them; this module runs one forward and backward pass on the longest examples 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 
@@ -50,6 +51,33 @@ def measure(data: str, model: str = "tiny", tiny_model: dict | None = None, batc
     if device == "cuda":
         out["step_memory_mb"] = round((torch.cuda.max_memory_allocated() - start) / 2**20, 1)
     return out
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec (a `preexec_fn`): ask Linux to SIGKILL this process when its parent
+    dies, so a child never outlives a killed notebook or `retune reproduce`. A no-op elsewhere."""
+    import ctypes
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def run_child(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run for a child that must die with this process (SIGKILL included)."""
+    return subprocess.run(argv, preexec_fn=die_with_parent, **kwargs)
+
+
+def measure_in_child(job: dict) -> dict:
+    """`measure(**job)` in a fresh process, which dies with this one."""
+    done = run_child([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True, text=True,
+                     check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

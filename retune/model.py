@@ -113,32 +113,70 @@ def torch_dtype(dtype):
     return getattr(torch, DTYPES[dtype])
 
 
-def is_local_path(source: str) -> bool:
-    """Whether `source` names a directory on disk (as opposed to a hub id such as 'huggyllama/llama-7b')."""
+HUB_ENV = "RETUNE_ALLOW_HUB"  # set to 1 to let model names that are not local directories go to the hub
+
+
+def hub_allowed(allow_hub: bool | None = None) -> bool:
+    """Hub access only when the caller or the user (RETUNE_ALLOW_HUB=1) opted in; off by default."""
     import os
 
-    return os.path.exists(source) or source.startswith(("/", "./", "../", "~"))
+    return bool(allow_hub) if allow_hub is not None else os.environ.get(HUB_ENV, "").strip() == "1"
 
 
-def load_pretrained(path_or_id: str, dtype="float32"):
-    """(model, tokenizer) of a pretrained causal LM from a local directory or a hub id, weights in `dtype`.
+def looks_like_path(name: str) -> bool:
+    """A name that can only mean a place on disk: absolute, relative with ./ ../ ~, or whose first component
+    exists here (e.g. 'runs/addition-typo' beside a runs/ folder), or something that exists but is no dir."""
+    import os
 
-    A local path that does not exist is an error here rather than a hub look-up: typos must not turn into downloads.
+    first = name.split("/", 1)[0]
+    return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.lexists(name)
+            or ("/" in name and os.path.isdir(first)))
+
+
+def resolve_model(name: str, allow_hub: bool | None = None) -> str:
+    """What a model name stands for, decided without any network access: a local model directory (returned
+    expanded) or, only when hub access is allowed, a hub id (returned as is). ValueError, at once, for a
+    directory without config.json ("no model here"), a path that does not exist, or any other name while the
+    hub is not allowed ("no such model directory")."""
+    import os
+
+    text = str(name or "").strip()
+    if not text:
+        raise ValueError("--model must name a model directory; got ''")
+    path = os.path.expanduser(text)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"no model here: {text!r} is a directory without config.json "
+                             "(expected a Hugging Face model directory or a finished run)")
+        return path
+    if looks_like_path(text):
+        raise ValueError(f"no such model directory: {text!r}")
+    if not hub_allowed(allow_hub):
+        raise ValueError(f"no such model directory: {text!r} (to download it from the Hugging Face hub, "
+                         f"set {HUB_ENV}=1)")
+    return text
+
+
+def load_pretrained(path_or_id: str, dtype="float32", allow_hub: bool | None = None):
+    """(model, tokenizer) of a pretrained causal LM from a local directory or (when allowed) a hub id, weights
+    in `dtype`. Names are resolved by `resolve_model` first: typos and empty directories fail at once, and
+    nothing is downloaded unless hub access was allowed.
+
     LLaMA tokenizers have no pad token; EOS doubles as pad, which is safe because training labels are built before
     padding (the collator pads labels with -100, so a real EOS target is never masked).
     """
-    import os
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if is_local_path(path_or_id) and not os.path.isdir(os.path.expanduser(path_or_id)):
-        raise ValueError(f"model path {path_or_id!r} does not exist (expected a directory with config.json)")
-    path = os.path.expanduser(path_or_id)
-    tok = AutoTokenizer.from_pretrained(path)
+    path = resolve_model(path_or_id, allow_hub)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
+    except OSError as err:  # a hub id that is not there, or no network: one line, not a traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model {path_or_id!r} could not be loaded: {first}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # generation pads on the left; the training collator pads on its own
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
 

@@ -72,7 +72,7 @@ def build(examples: int, max_length: int, seed: int = 0) -> list[dict]:
 def dataset(spec: dict, seed: int, data_dir: Path) -> Path:
     """The pre-training set of `spec` ({examples, max_length}) for `seed`, written once with its manifest."""
     path = Path(data_dir) / f"pretrain-generic-len{spec['max_length']}-n{spec['examples']}-s{seed}.jsonl"
-    if not (path.exists() and data.manifest_path(path).exists()):
+    if data.verified(path) is None:
         records = build(spec["examples"], spec["max_length"], seed)
         data.write(records, path, {"task": "generic", "method": "pretrain", "seed": seed,
                                    "examples": spec["examples"], "max_length": spec["max_length"]})

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .model import (TinyConfig, char_tokenizer, encode_example, is_local_path, load_pretrained, tiny_llama, torch_dtype,
+from .model import (TinyConfig, char_tokenizer, encode_example, load_pretrained, resolve_model, tiny_llama, torch_dtype,
                     with_lora)
 from .profiles import Recipe, build
 
@@ -247,17 +247,21 @@ def file_sha256(path) -> str:
 
 
 def data_identity(path) -> dict:
-    """sha256, task and method of a dataset: from its manifest (<file>.manifest.json) when there is one, else
-    from the file's bytes and first record."""
+    """sha256, task and method of a dataset. The sha256 is always the file's own: a manifest is only trusted
+    for task and method when it names that same sha256 (a writer killed between the data and its manifest
+    leaves a stale one beside new data), else they come from the first record."""
+    from .data import verified
+
     path = Path(path)
-    manifest = path.with_name(path.name + ".manifest.json")
-    if manifest.is_file():
-        m = json.loads(manifest.read_text())
+    m = verified(path)
+    if m is not None:
         params = m.get("parameters", {})
         return {"sha256": m["sha256"], "task": params.get("task", m.get("task")),
                 "method": params.get("method", m.get("method"))}
-    first = read_jsonl(path)[:1] or [{}]
-    return {"sha256": file_sha256(path), "task": first[0].get("task"), "method": first[0].get("method")}
+    with path.open(encoding="utf-8") as f:
+        line = f.readline()
+    first = json.loads(line) if line.strip() else {}
+    return {"sha256": file_sha256(path), "task": first.get("task"), "method": first.get("method")}
 
 
 def run_key(base_identity: dict, data: list[dict], config: TrainConfig) -> str:
@@ -356,8 +360,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"dataset {str(p)!r} does not exist (--data expects a JSONL file)")
-    if model_source != "tiny" and is_local_path(model_source) and not Path(model_source).expanduser().is_dir():
-        raise ValueError(f"--model {model_source!r}: no such directory (use 'tiny', a model dir, a run dir or a hub id)")
+    if model_source != "tiny" and not is_run_dir(model_source):
+        resolve_model(model_source)  # fails at once for a typo or an empty directory; no network unless allowed
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
@@ -491,7 +495,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--profile", default="cpu", help="profile name (profiles/) or YAML path, as for `retune reproduce`")
     p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                    help="override a profile key (repeatable), dotted into a section: --set train.max_steps=100")
-    p.add_argument("--model", help="model.source: 'tiny', a run directory, a local model directory or a hub id")
+    p.add_argument("--model", help="model.source: 'tiny', a run directory, a local model directory, or a hub id "
+                   "when RETUNE_ALLOW_HUB=1 (never downloaded otherwise)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's first)")
     p.set_defaults(func=run_cli)
 

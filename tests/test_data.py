@@ -90,7 +90,7 @@ def test_paper_recursive_data_is_deduplicated_then_reweighted():
     (["--task", "dp", "--method", "retuning", "--sizes", "0-3"], "sizes start at 1"),
     (["--task", "dp", "--method", "retuning", "--sizes", "5-2"], "wrong order"),
     (["--task", "dp", "--method", "retuning", "--sizes", "a-b"], "must look like A-B"),
-    (["--task", "dp", "--method", "retuning", "--n", "-3"], "n (problems per size) must be at least 1"),
+    (["--task", "dp", "--method", "retuning", "--n", "-3"], "n (problems per size) must be in 1.."),
     (["--task", "dp", "--method", "retuning", "--variant", "7"], "variant must be in 0..3"),
 ])
 def test_bad_input_is_a_clear_error_and_leaves_no_file(tmp_path, capsys, argv, message):

@@ -62,7 +62,7 @@ def test_load_pretrained_dtype_and_errors(tmp_path):
     assert model.dtype == torch.bfloat16 and tok.pad_token_id is not None
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_pretrained(str(tmp_path), "int3")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="no such model directory"):
         load_pretrained(str(tmp_path / "missing"), "float32")
 
 

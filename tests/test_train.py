@@ -166,11 +166,14 @@ def test_finished_run_is_cached_and_key_tracks_inputs(tmp_path, monkeypatch):
     assert T.run_key(ident, [T.data_identity(data)], quick()) != key
 
 
-def test_manifest_sha_identifies_the_data(tmp_path):
+def test_only_a_manifest_naming_the_files_sha_is_trusted(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
-    (tmp_path / "d.jsonl.manifest.json").write_text(json.dumps(
-        {"sha256": "abc", "parameters": {"task": "parity", "method": "retuning"}}))
-    assert T.data_identity(data) == {"sha256": "abc", "task": "parity", "method": "retuning"}
+    sha = T.file_sha256(data)
+    manifest = tmp_path / "d.jsonl.manifest.json"
+    manifest.write_text(json.dumps({"sha256": sha, "parameters": {"task": "parity", "method": "retuning"}}))
+    assert T.data_identity(data) == {"sha256": sha, "task": "parity", "method": "retuning"}
+    manifest.write_text(json.dumps({"sha256": "abc", "parameters": {"task": "parity", "method": "retuning"}}))
+    assert T.data_identity(data) == {"sha256": sha, "task": "addition", "method": "baseline"}  # stale: ignored
 
 
 KILLER = """
@@ -334,7 +337,7 @@ def test_cli_errors_name_the_parameter(tmp_path):
     runs = f"paths.runs={tmp_path / 'runs'}"
     with pytest.raises(ValueError, match=r"unknown key 'lrr' in train; did you mean 'lr'\? \(allowed: lr, epochs"):
         cli(["--data", str(data), "--set", "train.lrr=1", "--set", runs])
-    with pytest.raises(ValueError, match="--model .*/nope.*no such directory"):
+    with pytest.raises(ValueError, match="no such model directory: .*/nope"):
         cli(["--data", str(data), "--model", str(tmp_path / "nope"), "--set", runs])
     with pytest.raises(FileNotFoundError, match="dataset .*missing.jsonl.* does not exist"):
         cli(["--data", str(tmp_path / "missing.jsonl"), "--set", runs])

@@ -40,7 +40,7 @@ class Malformed(ValueError):
         self.detail = detail
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Node:
     """One context of the oracle call tree.
 
@@ -66,6 +66,13 @@ class Node:
         if self.answer_is_last_return:
             assert self.children and self.turns[-1] == self.children[-1].answer, "the final turn is the last return"
 
+    def __eq__(self, other) -> bool:  # iterative (the generated one recurses as deep as the tree)
+        return isinstance(other, Node) and self.to_dict() == other.to_dict() and all(
+            (a.size, a.meta) == (b.size, b.meta) for (a, _), (b, _) in zip(self.walk(), other.walk()))
+
+    def __repr__(self) -> str:
+        return f"Node(prompt={self.prompt[:60]!r}, size={self.size}, children={len(self.children)})"
+
     @property
     def answer(self) -> str:
         return node_answer(self.turns[-1])
@@ -76,14 +83,17 @@ class Node:
 
     def walk(self, depth: int = 0, seen: set | None = None):
         """Yield (node, depth) in pre-order; with `seen`, skip nodes whose prompt is in it (and their subtrees:
-        the same prompt always has the same subtree) and add the others."""
-        if seen is not None:
-            if self.prompt in seen:
-                return
-            seen.add(self.prompt)
-        yield self, depth
-        for child in self.children:
-            yield from child.walk(depth + 1, seen)
+        the same prompt always has the same subtree) and add the others. Iterative: trees are as deep as the
+        problem is large."""
+        stack = [(self, depth)]
+        while stack:
+            node, d = stack.pop()
+            if seen is not None:
+                if node.prompt in seen:
+                    continue
+                seen.add(node.prompt)
+            yield node, d
+            stack.extend((child, d + 1) for child in reversed(node.children))
 
     def ends_at_last_return(self, method: str) -> bool:
         """Whether decoding `method` stops this context when its last call returns (no final turn)."""
@@ -101,7 +111,15 @@ class Node:
         return out
 
     def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "turns": self.turns, "children": [c.to_dict() for c in self.children]}
+        root = {"prompt": self.prompt, "turns": self.turns, "children": []}
+        stack = [(self, root)]
+        while stack:
+            node, d = stack.pop()
+            for child in node.children:
+                cd = {"prompt": child.prompt, "turns": child.turns, "children": []}
+                d["children"].append(cd)
+                stack.append((child, cd))
+        return root
 
 
 def node_answer(final_turn: str) -> str:
@@ -110,14 +128,22 @@ def node_answer(final_turn: str) -> str:
 
 
 def inline_body(node: Node) -> str:
-    """The ablation without isolation: every sub-solution written inside its caller's single context."""
-    text = "Solution: "
-    for i, turn in enumerate(node.turns):
-        text += turn
-        if i < len(node.children):
-            child = node.children[i]
-            text += inline_body(child) + "\n" + return_text("retuning", child.answer)
-    return text
+    """The ablation without isolation: every sub-solution written inside its caller's single context.
+    Iterative (a stack of texts to emit and nodes to expand), so the depth of the tree does not matter."""
+    parts, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        expansion = ["Solution: "]
+        for i, turn in enumerate(item.turns):
+            expansion.append(turn)
+            if i < len(item.children):
+                child = item.children[i]
+                expansion += [child, "\n" + return_text("retuning", child.answer)]
+        stack.extend(reversed(expansion))
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,14 @@ class Task:
     size_name: str = "size"
     variants: int = 1  # number of prompt phrasings; 0 is the paper's
     depth_limit: Callable[[int], int] = staticmethod(lambda size: 2 * size)
+    max_size: int = 100  # the largest size the task supports (data, oracle, traces); each task declares its own
+
+    @classmethod
+    def check_size(cls, size: int) -> None:
+        """A ValueError naming the allowed range when `size` is beyond what this task supports."""
+        if not 1 <= size <= cls.max_size:
+            raise ValueError(f"size must be in 1..{cls.max_size} for task {cls.name!r} ({cls.size_name}); "
+                             f"got {size}")
 
     def __init__(self, variant: int = 0):
         if not 0 <= variant < self.variants:
@@ -235,14 +269,18 @@ def parse_int(text: str, what: str = "integer") -> int:
 
 
 def parse_int_list(text: str) -> list[int]:
-    """`[1, 2, 1]` -> [1, 2, 1]; anything else is Malformed."""
+    """`[1, 2, 1]` -> [1, 2, 1]; anything else is Malformed. Numerals are ASCII digits with an optional minus,
+    as in parse_int (no `+`, `_` or non-ASCII digits, which Python's int() would accept)."""
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         raise Malformed("unparseable_answer", f"expected a list, got {text[:40]!r}")
     inner = text[1:-1].strip()
     if not inner:
         return []
-    try:
-        return [int(part) for part in inner.split(",")]
-    except ValueError:
-        raise Malformed("unparseable_answer", f"not a list of integers: {text[:40]!r}") from None
+    values = []
+    for part in inner.split(","):
+        digits = part.strip().removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 4000:
+            raise Malformed("unparseable_answer", f"not a list of integers: {text[:40]!r}")
+        values.append(int(part.strip()))
+    return values

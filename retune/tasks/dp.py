@@ -69,6 +69,7 @@ class DynamicProgramming(Task):
     size_name = "length"
     variants = len(PROMPTS)
     depth_limit = staticmethod(lambda size: 35)  # the reference decoder's cap (docs/protocol.md, "Decoding limits")
+    max_size = 200
 
     def sample(self, size: int, rng: random.Random) -> list[int]:
         return [rng.randint(LOW, HIGH) for _ in range(size)]

@@ -23,6 +23,7 @@ class Parity(Task):
     size_name = "bits"
     variants = len(PROMPTS)
     depth_limit = staticmethod(lambda size: 2 * size)
+    max_size = 1000
 
     def sample(self, size: int, rng: random.Random) -> list[int]:
         return [rng.randrange(2) for _ in range(size)]

@@ -1,0 +1,128 @@
+"""Output paths checked before any work starts, and files written so that an interrupted write leaves nothing a
+later run could mistake for a finished result.
+
+- `check_output_file` / `check_output_dir`: a bad `--out` (empty, a directory where a file is wanted, a device or
+  FIFO, a path under a file, an unwritable directory) is a one-line ValueError before anything is computed.
+- `atomic_write_text` and `temp_path`: a file appears under its name only once it is complete (written to a
+  hidden temporary beside it, then renamed). Temporaries carry the writer's process id, so
+  `remove_stale_temps` can delete those whose writer is gone (killed) without touching a live writer's.
+
+The lowest layer: imports nothing from retune.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def nearest_existing(path: Path) -> Path:
+    """The path itself or its closest ancestor that exists (the directory a write would have to create in)."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(".")
+
+
+def _check_parent(path: Path, what: str, original) -> None:
+    """Every missing directory above `path` can be created: the closest existing ancestor is a writable
+    directory (as root every permission check passes except a read-only file system)."""
+    anchor = nearest_existing(path.parent)
+    if not anchor.is_dir():
+        raise ValueError(f"{what} {str(original)!r} lies under {str(anchor)!r}, which is not a directory")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {str(original)!r}: directory {str(anchor)!r} is not writable")
+
+
+def check_output_file(path, what: str = "--out", companions: tuple[str, ...] = ()) -> Path:
+    """The output file `path` as a Path, or a ValueError naming why it cannot be written.
+
+    An existing regular file may be replaced; anything else that exists (directory, device, FIFO, socket) is
+    refused, as is a file that would be written beside it with one of the `companions` suffixes."""
+    text = "" if path is None else str(path)
+    if not text.strip():
+        raise ValueError(f"{what} must name a file; got {text!r}")
+    out = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or out.name in ("", ".", ".."):
+        raise ValueError(f"{what} must name a file, not a directory; got {text!r}")
+    for target in (out, *(out.with_name(out.name + suffix) for suffix in companions)):
+        if target.is_dir():
+            raise ValueError(f"{what} {str(target)!r} is a directory; it must name a file")
+        if os.path.exists(target) and not target.is_file():
+            raise ValueError(f"{what} {str(target)!r} exists and is not a regular file (a device, FIFO or "
+                             f"socket); refusing to replace it")
+    _check_parent(out, what, text)
+    return out
+
+
+def check_output_dir(path, what: str = "--out") -> Path:
+    """The output directory `path` as a Path (it may not exist yet), or a ValueError naming why it cannot be."""
+    text = "" if path is None else str(path)
+    if not text.strip():
+        raise ValueError(f"{what} must name a directory; got {text!r}")
+    out = Path(text).expanduser()
+    if os.path.lexists(out) and not out.is_dir():
+        raise ValueError(f"{what} {text!r} exists and is not a directory")
+    if out.is_dir():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ValueError(f"{what}: directory {text!r} is not writable")
+    else:
+        _check_parent(out, what, text)
+    return out
+
+
+# --- writes that an interruption cannot half-do -------------------------------------------------------------
+def temp_path(out: Path) -> Path:
+    """A fresh hidden temporary beside `out`, named `.<name>.<pid>-<random>.tmp`, created empty with the
+    umask's default mode (unlike tempfile.mkstemp's 0600)."""
+    while True:
+        tmp = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Delete the temporaries of writes to `out` (or to a file beside it, e.g. its manifest) whose writing
+    process no longer runs: what a killed writer left behind. Returns what was removed."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    prefix = f".{out.name}."
+    for entry in out.parent.iterdir():
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")) or not entry.is_file():
+            continue
+        tag = name[len(prefix):-len(".tmp")].rsplit(".", 1)[-1].split("-", 1)[0]
+        if tag.isdigit() and _writer_alive(int(tag)):  # a write in progress (this process's included)
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "strict") -> Path:
+    """Write `text` to `path` so that `path` is either its old content or the whole new text, never a part."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding=encoding, errors=errors) as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
