@@ -31,11 +31,17 @@ def dataset(profile: dict, task: str, method: str, seed: int, distribution: str 
     """The training set of one task x method (built once; the same parameters give the same bytes)."""
     n = n or profile["train_problems_per_size"]
     sizes = (1, profile["train_sizes"][task])
-    name = f"{task}-{method}-{distribution}-1to{sizes[1]}-n{n}-v{variant}-s{seed}.jsonl"
-    path = where(profile, "data_dir") / name
+    path = where(profile, "data_dir") / dataset_name(profile, task, method, seed, distribution, n, variant)
     if not path.exists() or not data.manifest_path(path).exists():
         data.make(task, method, path, distribution, sizes, n, seed, variant, progress=progress)
     return path
+
+
+def dataset_name(profile: dict, task: str, method: str, seed: int, distribution: str = "scaled",
+                 n: int | None = None, variant: int = 0) -> str:
+    """The file name of a training set: its parameters, readable."""
+    n = n or profile["train_problems_per_size"]
+    return f"{task}-{method}-{distribution}-1to{profile['train_sizes'][task]}-n{n}-v{variant}-s{seed}.jsonl"
 
 
 def base_model(profile: dict, seed: int) -> str:
@@ -106,9 +112,7 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     """Decode fresh problems with a trained model; the traces are cached beside the run."""
     sizes = tuple(sizes or profile["eval_sizes"][task])
     n = n or profile["eval_problems_per_size"]
-    params = {"task": task, "method": method, "seed": seed, "variant": variant, "sizes": list(sizes), "n": n,
-              "limits": profile.get("limits") or {}}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    key = eval_key(profile, task, method, seed, variant, sizes, n)
     cache = Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
     if cache.exists():
         return load_traces(cache)
@@ -139,6 +143,15 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     tmp.replace(cache)
     shutil.rmtree(parts)
     return traces
+
+
+def eval_key(profile: dict, task: str, method: str, seed: int, variant: int = 0,
+             sizes: tuple[int, int] | None = None, n: int | None = None) -> str:
+    """A hash of what decides an evaluation's problems and decoding (the cache key of evaluate_run)."""
+    params = {"task": task, "method": method, "seed": seed, "variant": variant,
+              "sizes": list(sizes or profile["eval_sizes"][task]), "n": n or profile["eval_problems_per_size"],
+              "limits": profile.get("limits") or {}}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def hf_generator(run_dir: Path, batch_size: int = 64) -> HFGenerator:
@@ -298,3 +311,148 @@ def training_memory(profile: dict, task: str, method: str, seed: int = 0, batch_
     done = subprocess.run([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True,
                           text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1]) | {"task": task, "method": method}
+
+
+# --- traces that ship with the results: what the viewers open (they never train, build or write) ----------------
+TRACES_FILE = "traces.jsonl.gz"  # in results_dir, with traces.meta.json beside it
+
+
+def run_spec(run: dict) -> dict:
+    """A run of a grid with every field spelled out (the grids leave the defaults implicit)."""
+    return {"distribution": "scaled", "n": None, "variant": 0} | run
+
+
+def run_labels(profile: dict, spec: dict, run_name: str) -> dict:
+    """The labels run_all gives each row of a run."""
+    return {"model": model_label(profile), "seed": spec["seed"],
+            "n_train": spec["n"] or profile["train_problems_per_size"], "run": run_name}
+
+
+def _run_id(profile: dict, spec: dict) -> str:
+    """What identifies a run's evaluation in the shipped file: the run's grid fields and the evaluation key."""
+    return json.dumps([spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                       spec["variant"], eval_key(profile, spec["task"], spec["method"], spec["seed"],
+                                                 spec["variant"])])
+
+
+def export_traces(profile: dict, runs: list[dict], path: Path | str | None = None) -> Path:
+    """Write every trace of `runs` (trained and evaluated, normally cached by run_all before) into one gzipped
+    JSONL file (default results_dir/traces.jsonl.gz) and a .meta.json beside it (profile, seeds, runs, counts).
+    Each line is {"run": <run id>, "labels": <row labels>, "trace": <Trace dict>}. Written byte-for-byte the
+    same for the same traces (no time stamp in the gzip header), so a re-run leaves git clean."""
+    import gzip
+
+    path = Path(path) if path else where(profile, "results_dir") / TRACES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    counts = []
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        for run in runs:
+            spec = run_spec(run)
+            run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"],
+                              spec["n"], spec["variant"])
+            traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
+                                  progress=False)
+            ident, labels = _run_id(profile, spec), run_labels(profile, spec, Path(run_dir).name)
+            for t in traces:
+                line = {"run": ident, "labels": labels, "trace": t.to_dict()}
+                f.write((json.dumps(line, ensure_ascii=True) + "\n").encode())
+            counts.append(dict(spec, run=Path(run_dir).name, problems=len(traces),
+                               failures=sum(not t.correct for t in traces)))
+    tmp.replace(path)
+    meta = {"profile": profile["profile"], "seeds": profile["seeds"], "eval_sizes": profile["eval_sizes"],
+            "eval_problems_per_size": profile["eval_problems_per_size"], "limits": profile.get("limits") or {},
+            "runs": counts, "written_by": "retune.experiments.export_traces", "versions": train.versions()}
+    traces_meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def traces_meta_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name.split(".")[0] + ".meta.json")
+
+
+def shipped_traces(profile: dict, path: Path | str | None = None) -> dict[str, tuple[dict, list]]:
+    """The traces file of the profile's results ({run id: (labels, traces)}); empty when there is none or it
+    was written under another profile."""
+    import gzip
+
+    from .decode import Trace
+
+    path = Path(path) if path else where(profile, "results_dir") / TRACES_FILE
+    meta_path = traces_meta_path(path)
+    if not (path.is_file() and meta_path.is_file()):
+        return {}
+    if json.loads(meta_path.read_text()).get("profile") != profile["profile"]:
+        return {}
+    out: dict[str, tuple[dict, list]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for text in f:
+            if text.strip():
+                line = json.loads(text)
+                out.setdefault(line["run"], (line["labels"], []))[1].append(Trace.from_dict(line["trace"]))
+    return out
+
+
+def finished_run(profile: dict, spec: dict) -> Path | None:
+    """The finished run directory that `trained` would return for `spec`, found without training, building a
+    dataset or loading a model: a run in runs_dir trained on the same dataset file with the same settings (the
+    newest, if several)."""
+    from dataclasses import asdict
+
+    name = dataset_name(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                        spec["variant"])
+    keep = lambda config: {k: v for k, v in config.items() if k not in train.NOT_IN_KEY}  # noqa: E731
+    wanted = keep(asdict(train.make_config(train_config(profile, spec["seed"], spec["task"]))))
+    found = []
+    for run_json in where(profile, "runs_dir").glob(f"{spec['task']}-*/run.json"):
+        if not (run_json.parent / "measurements.json").is_file():
+            continue  # unfinished
+        run = json.loads(run_json.read_text())
+        if run["data"] and Path(run["data"][0]["path"]).name == name and keep(run["config"]) == wanted:
+            found.append(run_json.parent)
+    return max(found, key=lambda p: (p / "measurements.json").stat().st_mtime) if found else None
+
+
+def cached_evaluation(profile: dict, spec: dict) -> tuple[dict, list] | None:
+    """(labels, traces) of a run's cached evaluation, or None when the run or its evaluation is not on disk."""
+    run_dir = finished_run(profile, spec)
+    if run_dir is None:
+        return None
+    key = eval_key(profile, spec["task"], spec["method"], spec["seed"], spec["variant"])
+    cache = run_dir / "evals" / f"{spec['task']}-{spec['method']}-v{spec['variant']}-{key}.jsonl"
+    return (run_labels(profile, spec, run_dir.name), load_traces(cache)) if cache.is_file() else None
+
+
+def cached(profile: dict, runs: list[dict], say=print) -> list[tuple[dict, list]]:
+    """(labels, traces) per run that exists: from the shipped traces file of the results, else from a cached
+    evaluation under runs_dir. Never trains, builds or writes anything. Runs found nowhere are named in one
+    line, with the command that produces them."""
+    shipped = shipped_traces(profile)
+    out, missing = [], []
+    for run in runs:
+        spec = run_spec(run)
+        found = shipped.get(_run_id(profile, spec)) or cached_evaluation(profile, spec)
+        if found:
+            out.append(found)
+        else:
+            missing.append(spec)
+    if missing:
+        results = where(profile, "results_dir")
+        shown = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+        say(f"no traces for {len(missing)} of {len(runs)} runs of profile {profile['profile']!r} "
+            f"(first: {missing[0]['task']} {missing[0]['method']} seed {missing[0]['seed']}); "
+            f"`make reproduce PROFILE={profile['profile']}` writes them to {shown / TRACES_FILE}")
+    return out
+
+
+def cached_traces(profile: dict, runs: list[dict], say=print) -> list:
+    """Every existing trace of `runs` (see `cached`): what the inspector and the tour open."""
+    return [t for _, traces in cached(profile, runs, say) for t in traces]
+
+
+def cached_rows(profile: dict, runs: list[dict], say=print):
+    """run_all's table from the existing traces of `runs` alone (see `cached`): what the error analysis reads."""
+    import pandas as pd
+
+    return pd.DataFrame([row for labels, traces in cached(profile, runs, say) for row in rows(traces, **labels)])

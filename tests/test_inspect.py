@@ -6,7 +6,8 @@ import pytest
 
 from retune.decode import Generation, OracleGenerator, decode, load_traces, save_traces
 from retune.evaluate import first_departure, oracle_tree
-from retune.inspect import Inspector, export_html, first_wrong, inspector, oracle_of, select, trace_html
+from retune.inspect import (Inspector, _LiveOrStatic, export_failures, export_html, first_wrong, inspector, oracle_of,
+                            pick_failures, select, static_view, trace_html, tree_depth, visible)
 from retune.tasks import get_task
 
 
@@ -104,7 +105,7 @@ def test_inspector_follows_the_dropdowns(traces):
     assert ui.current is traces[1] and "correct" in ui.view.value
     ui.size.value = 3
     assert len(ui.problem.options) == 2 and ui.current is traces[0] and "(first error)" in ui.view.value
-    ui.problem.value = 1
+    ui.problem.value = 2  # a problem's value is its position among all traces
     assert ui.current is traces[2]
     ui.only_failures.value = True
     assert ui.size.options == (3,) and "2 failed" in ui.count.value
@@ -113,9 +114,76 @@ def test_inspector_follows_the_dropdowns(traces):
     assert Inspector([]).view.value == "<i>no trace matches</i>"
 
 
-def test_inspector_returns_the_widget_and_shows_a_static_failure(traces, capsys):
+def test_selection_follows_the_problem_when_the_filter_changes(traces):
+    ui = Inspector(traces, only_failures=True)
+    ui.size.value = 3
+    ui.problem.value = 2
+    assert ui.current is traces[2]
+    ui.only_failures.value = False  # the correct problem of size 3 joins the list: the selection stays put
+    assert len(ui.problem.options) == 2 and ui.current is traces[2] and "501 + 600" in ui.view.value
+    ui.only_failures.value = True
+    assert ui.current is traces[2]
+
+
+def test_inspector_is_one_output_live_or_static(traces, capsys):
     import ipywidgets
 
     widget = inspector(traces)
     assert isinstance(widget, ipywidgets.VBox)
-    assert "HTML" in capsys.readouterr().out  # outside a kernel, IPython prints what it would display
+    ui = Inspector(traces)
+    bundle = _LiveOrStatic(ui, static_view(ui))._repr_mimebundle_()
+    # the live widget where a widget manager runs, the first failure as static HTML elsewhere: never both at once
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "Static view of the first failing problem" in bundle["text/html"]
+    assert "147 + 238" in bundle["text/html"] and "(first error)" in bundle["text/html"]
+
+
+def test_whitespace_output_is_visible(traces):
+    d = traces[1].to_dict()
+    d["correct"], d["root"]["turns"][-1] = False, " \n"
+    text = text_of(trace_html(d))
+    assert "\u2420\u23ce" in text and "2 chars" in text
+    assert visible("") == "(empty)" and visible(" a b\t") == "\u2420a b\u21e5" and visible("a b") == "a b"
+
+
+class LeafFaulty(OracleGenerator):
+    """The oracle, except that the leaves of a call tree (sub-problems it solves without a call) answer with
+    whitespace; single-context methods answer with whitespace everywhere. Failures at every depth of a tree."""
+
+    def __init__(self, targets, tops):
+        super().__init__(targets)
+        self.tops = tops
+
+    def generate(self, contexts, max_new_tokens):
+        out = super().generate(contexts, max_new_tokens)
+        leaf = lambda c: c in self.targets and "Call" not in self.targets[c] and c not in self.tops  # noqa: E731
+        return [Generation(" ", True, 1, 1) if leaf(c) or self.tops == set() else g for c, g in zip(contexts, out)]
+
+
+def failing_traces():
+    """Failures of every task x method; Re-Tuning's fail at the leaves of trees of several depths."""
+    import random
+
+    out = []
+    for name, sizes in (("addition", (2, 3, 4)), ("parity", (2, 3, 4))):
+        task = get_task(name)
+        problems = [task.sample(s, random.Random(s)) for s in sizes for _ in range(2)]
+        for method in ("baseline", "retuning"):
+            tops = {task.top_context(p, method) for p in problems} if method == "retuning" else set()
+            gen = LeafFaulty(OracleGenerator.for_problems(task, problems, method).targets, tops)
+            out += decode(task, problems, method, gen, progress=False)
+    return out
+
+
+def test_failures_page_covers_each_task_and_method_retuning_first_at_several_depths(tmp_path):
+    traces = failing_traces()
+    chosen = pick_failures(traces, per_group=2)
+    groups = [(t.task, t.method) for t in chosen]
+    assert groups == [("addition", "retuning")] * 2 + [("addition", "baseline")] * 2 + \
+        [("parity", "retuning")] * 2 + [("parity", "baseline")] * 2
+    retuning = [t for t in chosen if t.method == "retuning"]
+    assert all(tree_depth(t) >= 1 for t in retuning)  # nested trees, not single contexts
+    assert len({tree_depth(t) for t in retuning if t.task == "addition"}) == 2  # two depths
+    page = export_failures(traces, tmp_path / "failing.html", per_group=2).read_text()
+    assert "chosen to cover the depths of their call trees" in page and 'class="retune-choice"' in page
+    assert page.count('class="retune-trace"') == 8
