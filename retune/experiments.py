@@ -337,9 +337,23 @@ def _run_id(profile: dict, spec: dict) -> str:
 
 def export_traces(profile: dict, runs: list[dict], path: Path | str | None = None) -> Path:
     """Write every trace of `runs` (trained and evaluated, normally cached by run_all before) into one gzipped
-    JSONL file (default results_dir/traces.jsonl.gz) and a .meta.json beside it (profile, seeds, runs, counts).
-    Each line is {"run": <run id>, "labels": <row labels>, "trace": <Trace dict>}. Written byte-for-byte the
-    same for the same traces (no time stamp in the gzip header), so a re-run leaves git clean."""
+    JSONL file, default results_dir/traces.jsonl.gz, with traces.meta.json beside it (see write_traces)."""
+    groups = []
+    for run in runs:
+        spec = run_spec(run)
+        run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                          spec["variant"])
+        traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
+                              progress=False)
+        groups.append((spec, run_labels(profile, spec, Path(run_dir).name), traces))
+    return write_traces(profile, groups, path)
+
+
+def write_traces(profile: dict, groups: list[tuple[dict, dict, list]], path: Path | str | None = None) -> Path:
+    """The traces file of a profile's results from (run spec, row labels, traces) per run: one line per trace,
+    {"run": <run id>, "labels": ..., "trace": <Trace dict>}, gzipped without a time stamp (the same traces give
+    the same bytes, so a re-run leaves git clean); the .meta.json beside it names the profile, seeds,
+    evaluation settings and each run with its counts."""
     import gzip
 
     path = Path(path) if path else where(profile, "results_dir") / TRACES_FILE
@@ -347,22 +361,18 @@ def export_traces(profile: dict, runs: list[dict], path: Path | str | None = Non
     tmp = path.with_name(path.name + ".tmp")
     counts = []
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        for run in runs:
-            spec = run_spec(run)
-            run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"],
-                              spec["n"], spec["variant"])
-            traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
-                                  progress=False)
-            ident, labels = _run_id(profile, spec), run_labels(profile, spec, Path(run_dir).name)
+        for spec, labels, traces in groups:
+            spec = run_spec(spec)
+            ident = _run_id(profile, spec)
             for t in traces:
                 line = {"run": ident, "labels": labels, "trace": t.to_dict()}
                 f.write((json.dumps(line, ensure_ascii=True) + "\n").encode())
-            counts.append(dict(spec, run=Path(run_dir).name, problems=len(traces),
+            counts.append(dict(spec, run=labels.get("run"), problems=len(traces),
                                failures=sum(not t.correct for t in traces)))
     tmp.replace(path)
     meta = {"profile": profile["profile"], "seeds": profile["seeds"], "eval_sizes": profile["eval_sizes"],
             "eval_problems_per_size": profile["eval_problems_per_size"], "limits": profile.get("limits") or {},
-            "runs": counts, "written_by": "retune.experiments.export_traces", "versions": train.versions()}
+            "runs": counts, "written_by": "retune.experiments.write_traces", "versions": train.versions()}
     traces_meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
     return path
 

@@ -60,7 +60,7 @@ def first_wrong(node: TraceNode, oracle: Node | None) -> tuple[TraceNode, int, s
     return None
 
 
-SHOWN_WHITESPACE = {" ": "\u2420", "\n": "\u23ce\n", "\t": "\u21e5", "\r": "\u240d"}
+SHOWN_WHITESPACE = {" ": "\u2423", "\n": "\u23ce\n", "\t": "\u21e5", "\r": "\u240d"}
 
 
 def visible(text: str) -> str:
@@ -79,7 +79,7 @@ def visible(text: str) -> str:
 def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str = "", raw: bool = False) -> str:
     """A text box; model output (raw=False) has its whitespace made visible and its length in the label."""
     style = PRE.format(bg=bg) + (f"color:{colour};border:1px solid {colour};" if colour else "")
-    label = label if raw or not label else f"{label} \u00b7 {len(text)} chars"
+    label = label if raw or not label else f"{label} \u00b7 {len(text)} char{'' if len(text) == 1 else 's'}"
     head = f'<span style="color:{GREY};font-size:11px">{html.escape(label)}</span>' if label else ""
     return f'{head}<pre style="{style}">{html.escape(text if raw else visible(text))}</pre>'
 
@@ -164,6 +164,10 @@ def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = 
 METHOD_ORDER = ("retuning", "scratchpad", "baseline")  # Re-Tuning first: its failures are the call trees
 
 
+def method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
 def tree_depth(trace: Trace) -> int:
     return max(n.depth for n in trace.root.walk())
 
@@ -176,9 +180,8 @@ def pick_failures(traces: Iterable[Trace | dict], per_group: int = 4) -> list[Tr
     for t in (as_trace(t) for t in traces):
         if not t.correct:
             groups.setdefault((t.task, t.method), []).append(t)
-    rank = lambda method: (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)  # noqa: E731
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], rank(k[1]))):
+    for key in sorted(groups, key=lambda k: (k[0], method_rank(k[1]))):
         pool = sorted(groups[key], key=lambda t: (-tree_depth(t), -t.size))
         chosen, depths = [], set()
         for t in pool:  # one per depth, deepest first
@@ -274,7 +277,7 @@ class Inspector:
             pool = self._pool()
             self._set(self.task, sorted({t.task for t in pool}))
             pool = select(pool, task=self.task.value)
-            self._set(self.method, sorted({t.method for t in pool}))
+            self._set(self.method, sorted({t.method for t in pool}, key=method_rank))
             pool = select(pool, method=self.method.value)
             self._set(self.size, sorted({t.size for t in pool}))
             pool = select(pool, size=self.size.value)
@@ -294,7 +297,8 @@ class Inspector:
         if self._busy:
             return
         failures = sum(not t.correct for t in self._selection)
-        self.count.value = f"{len(self._selection)} problems, {failures} failed"
+        n = len(self._selection)
+        self.count.value = f"{n} problem{'' if n == 1 else 's'}, {failures} failed"
         trace = self.current
         self.view.value = trace_html(trace) if trace else "<i>no trace matches</i>"
 

@@ -10,6 +10,8 @@ from retune.inspect import (Inspector, _LiveOrStatic, export_failures, export_ht
                             pick_failures, select, static_view, trace_html, tree_depth, visible)
 from retune.tasks import get_task
 
+from _planted import planted
+
 
 class Faulty(OracleGenerator):
     """The oracle, except for two planted mistakes: a wrong combination in the `47 + 38` sub-problem (depth 1
@@ -142,22 +144,8 @@ def test_whitespace_output_is_visible(traces):
     d = traces[1].to_dict()
     d["correct"], d["root"]["turns"][-1] = False, " \n"
     text = text_of(trace_html(d))
-    assert "\u2420\u23ce" in text and "2 chars" in text
-    assert visible("") == "(empty)" and visible(" a b\t") == "\u2420a b\u21e5" and visible("a b") == "a b"
-
-
-class LeafFaulty(OracleGenerator):
-    """The oracle, except that the leaves of a call tree (sub-problems it solves without a call) answer with
-    whitespace; single-context methods answer with whitespace everywhere. Failures at every depth of a tree."""
-
-    def __init__(self, targets, tops):
-        super().__init__(targets)
-        self.tops = tops
-
-    def generate(self, contexts, max_new_tokens):
-        out = super().generate(contexts, max_new_tokens)
-        leaf = lambda c: c in self.targets and "Call" not in self.targets[c] and c not in self.tops  # noqa: E731
-        return [Generation(" ", True, 1, 1) if leaf(c) or self.tops == set() else g for c, g in zip(contexts, out)]
+    assert "\u2423\u23ce" in text and "2 chars" in text
+    assert visible("") == "(empty)" and visible(" a b\t") == "\u2423a b\u21e5" and visible("a b") == "a b"
 
 
 def failing_traces():
@@ -165,13 +153,11 @@ def failing_traces():
     import random
 
     out = []
-    for name, sizes in (("addition", (2, 3, 4)), ("parity", (2, 3, 4))):
+    for name in ("addition", "parity"):
         task = get_task(name)
-        problems = [task.sample(s, random.Random(s)) for s in sizes for _ in range(2)]
+        problems = [task.sample(s, random.Random(s)) for s in (2, 3, 4) for _ in range(2)]
         for method in ("baseline", "retuning"):
-            tops = {task.top_context(p, method) for p in problems} if method == "retuning" else set()
-            gen = LeafFaulty(OracleGenerator.for_problems(task, problems, method).targets, tops)
-            out += decode(task, problems, method, gen, progress=False)
+            out += planted(name, method, problems)
     return out
 
 
