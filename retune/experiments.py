@@ -415,7 +415,7 @@ def finished_run(profile: dict, spec: dict) -> Path | None:
     keep = lambda config: {k: v for k, v in config.items() if k not in train.NOT_IN_KEY}  # noqa: E731
     wanted = keep(asdict(train.make_config(train_config(profile, spec["seed"], spec["task"]))))
     found = []
-    for run_json in where(profile, "runs_dir").glob(f"{spec['task']}-*/run.json"):
+    for run_json in where(profile, "runs_dir").glob("*/run.json"):  # named by tasks: "generic+parity-..." too
         if not (run_json.parent / "measurements.json").is_file():
             continue  # unfinished
         run = json.loads(run_json.read_text())

@@ -80,3 +80,30 @@ def test_a_file_of_another_profile_is_not_read(shipped, tmp_path):
     profile, runs, path, _ = shipped
     assert ex.shipped_traces(profile)
     assert ex.shipped_traces(dict(profile, profile="cpu")) == {}
+
+
+def test_a_run_is_found_by_its_dataset_and_settings_whatever_its_directory_name(tmp_path):
+    """Runs with rehearsal data are named by every task of their data, e.g. generic+parity-<key>."""
+    import json
+    from dataclasses import asdict
+
+    from retune.decode import save_traces
+
+    profile = load_profile("smoke", {k: str(tmp_path / k) for k in ("data_dir", "runs_dir", "results_dir")})
+    spec = ex.run_spec({"task": "parity", "method": "retuning", "seed": 0})
+    config = asdict(train.make_config(ex.train_config(profile, 0, "parity")))
+    run_dir = tmp_path / "runs_dir" / "generic+parity-generic+retuning-0123456789abcdef"
+    (run_dir / "evals").mkdir(parents=True)
+    name = ex.dataset_name(profile, "parity", "retuning", 0)
+    (run_dir / "run.json").write_text(json.dumps({"data": [{"path": f"/x/{name}"}, {"path": "/x/g.jsonl"}],
+                                                  "config": config}))
+    assert ex.finished_run(profile, spec) is None  # not finished yet
+    (run_dir / "measurements.json").write_text("{}")
+    assert ex.finished_run(profile, spec) == run_dir
+    from _planted import planted
+
+    traces = planted("parity", "retuning", [[0, 1], [1, 1, 0]])
+    key = ex.eval_key(profile, "parity", "retuning", 0)
+    save_traces(run_dir / "evals" / f"parity-retuning-v0-{key}.jsonl", traces)
+    labels, found = ex.cached_evaluation(profile, spec)
+    assert labels["run"] == run_dir.name and [t.to_dict() for t in found] == [t.to_dict() for t in traces]
