@@ -24,8 +24,13 @@ test: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
-lab: $(STAMP)
+# JupyterLab is installed once (and again only when pyproject.toml changes); as root it needs --allow-root.
+LAB_STAMP := $(VENV)/.installed-lab
+$(LAB_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+	touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: install test reproduce lab

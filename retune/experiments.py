@@ -34,11 +34,17 @@ def dataset(profile: Profile, task: str, method: str, seed: int, distribution: s
     """The training set of one task x method (built once; the same parameters give the same bytes)."""
     n = n or profile.train.problems_per_size
     sizes = (1, profile.train.sizes[task])
-    name = f"{task}-{method}-{distribution}-1to{sizes[1]}-n{n}-v{variant}-s{seed}.jsonl"
-    path = where(profile, "data") / name
+    path = where(profile, "data") / dataset_name(profile, task, method, seed, distribution, n, variant)
     if data.verified(path) is None:  # missing, or a manifest that does not vouch for the file (killed build)
         data.make(task, method, path, distribution, sizes, n, seed, variant, progress=progress)
     return path
+
+
+def dataset_name(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled",
+                 n: int | None = None, variant: int = 0) -> str:
+    """The file name of a training set: its parameters, readable."""
+    n = n or profile.train.problems_per_size
+    return f"{task}-{method}-{distribution}-1to{profile.train.sizes[task]}-n{n}-v{variant}-s{seed}.jsonl"
 
 
 def base_model(profile: Profile, seed: int) -> str:
@@ -153,12 +159,18 @@ def placement_path(cache: Path) -> Path:
     return cache.with_name(cache.name.removesuffix(".jsonl") + ".placement.json")
 
 
+def eval_key(profile: Profile, task: str, method: str, seed: int, variant: int = 0, sizes=None,
+             n: int | None = None) -> str:
+    """A hash of what decides an evaluation's problems and decoding (the cache key of evaluate_run)."""
+    params = evaluation_params(profile, task, method, seed, variant, sizes or profile.eval.sizes[task],
+                               n or profile.eval.problems_per_size)
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def evaluation_cache(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
                      sizes=None, n: int | None = None) -> Path:
     """The traces file of an evaluation (evaluate_run's cache), named by a hash of what decides it."""
-    params = evaluation_params(profile, task, method, seed, variant, sizes or profile.eval.sizes[task],
-                               n or profile.eval.problems_per_size)
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    key = eval_key(profile, task, method, seed, variant, sizes, n)
     return Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
 
 
@@ -409,3 +421,155 @@ def run_cli(args) -> dict:
     out = evaluate_command(profile, Path(args.run) if args.run else None, args.task, args.method, args.seed)
     print(json.dumps(out))
     return out
+
+
+# --- traces that ship with the results: what the viewers open (they never train, build or write) ----------------
+TRACES_FILE = "traces.jsonl.gz"  # in results_dir, with traces.meta.json beside it
+
+
+def run_spec(run: dict) -> dict:
+    """A run of a grid with every field spelled out (the grids leave the defaults implicit)."""
+    return {"distribution": "scaled", "n": None, "variant": 0} | run
+
+
+def run_labels(profile: Profile, spec: dict, run_name: str) -> dict:
+    """The labels run_all gives each row of a run."""
+    return {"model": model_label(profile), "seed": spec["seed"],
+            "n_train": spec["n"] or profile.train.problems_per_size, "run": run_name}
+
+
+def _run_id(profile: Profile, spec: dict) -> str:
+    """What identifies a run's evaluation in the shipped file: the run's grid fields and the evaluation key."""
+    return json.dumps([spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                       spec["variant"], eval_key(profile, spec["task"], spec["method"], spec["seed"],
+                                                 spec["variant"])])
+
+
+def export_traces(profile: Profile, runs: list[dict], path: Path | str | None = None) -> Path:
+    """Write every trace of `runs` (trained and evaluated, normally cached by run_all before) into one gzipped
+    JSONL file, default results_dir/traces.jsonl.gz, with traces.meta.json beside it (see write_traces)."""
+    groups = []
+    for run in runs:
+        spec = run_spec(run)
+        run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                          spec["variant"])
+        traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
+                              progress=False)
+        groups.append((spec, run_labels(profile, spec, Path(run_dir).name), traces))
+    return write_traces(profile, groups, path)
+
+
+def write_traces(profile: Profile, groups: list[tuple[dict, dict, list]], path: Path | str | None = None) -> Path:
+    """The traces file of a profile's results from (run spec, row labels, traces) per run: one line per trace,
+    {"run": <run id>, "labels": ..., "trace": <Trace dict>}, gzipped without a time stamp (the same traces give
+    the same bytes, so a re-run leaves git clean); the .meta.json beside it names the profile, seeds,
+    evaluation settings and each run with its counts."""
+    import gzip
+
+    path = Path(path) if path else where(profile, "results") / TRACES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    counts = []
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        for spec, labels, traces in groups:
+            spec = run_spec(spec)
+            ident = _run_id(profile, spec)
+            for t in traces:
+                line = {"run": ident, "labels": labels, "trace": t.to_dict()}
+                f.write((json.dumps(line, ensure_ascii=True) + "\n").encode())
+            counts.append(dict(spec, run=labels.get("run"), problems=len(traces),
+                               failures=sum(not t.correct for t in traces)))
+    tmp.replace(path)
+    meta = {"profile": profile.profile, "seeds": profile.seeds, "eval_sizes": profile.eval.sizes,
+            "eval_problems_per_size": profile.eval.problems_per_size, "limits": asdict(profile.limits),
+            "runs": counts, "written_by": "retune.experiments.write_traces", "versions": train.versions()}
+    traces_meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def traces_meta_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name.split(".")[0] + ".meta.json")
+
+
+def shipped_traces(profile: Profile, path: Path | str | None = None) -> dict[str, tuple[dict, list]]:
+    """The traces file of the profile's results ({run id: (labels, traces)}); empty when there is none or it
+    was written under another profile."""
+    import gzip
+
+    from .decode import Trace
+
+    path = Path(path) if path else where(profile, "results") / TRACES_FILE
+    meta_path = traces_meta_path(path)
+    if not (path.is_file() and meta_path.is_file()):
+        return {}
+    if json.loads(meta_path.read_text()).get("profile") != profile.profile:
+        return {}
+    out: dict[str, tuple[dict, list]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for text in f:
+            if text.strip():
+                line = json.loads(text)
+                out.setdefault(line["run"], (line["labels"], []))[1].append(Trace.from_dict(line["trace"]))
+    return out
+
+
+def finished_run(profile: Profile, spec: dict) -> Path | None:
+    """The finished run directory that `trained` would return for `spec`, found without training, building a
+    dataset or loading a model: a run in runs_dir trained on the same dataset file with the same settings (the
+    newest, if several)."""
+    name = dataset_name(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
+                        spec["variant"])
+    keep = lambda config: {k: v for k, v in config.items() if k not in train.NOT_IN_KEY}  # noqa: E731
+    wanted = keep(asdict(train_config(profile, spec["seed"], spec["task"])))
+    found = []
+    for run_json in where(profile, "runs").glob("*/run.json"):  # named by tasks: "generic+parity-..." too
+        if not (run_json.parent / "measurements.json").is_file():
+            continue  # unfinished
+        run = json.loads(run_json.read_text())
+        if run["data"] and Path(run["data"][0]["path"]).name == name and keep(run["config"]) == wanted:
+            found.append(run_json.parent)
+    return max(found, key=lambda p: (p / "measurements.json").stat().st_mtime) if found else None
+
+
+def cached_evaluation(profile: Profile, spec: dict) -> tuple[dict, list] | None:
+    """(labels, traces) of a run's cached evaluation, or None when the run or its evaluation is not on disk."""
+    run_dir = finished_run(profile, spec)
+    if run_dir is None:
+        return None
+    cache = evaluation_cache(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"])
+    return (run_labels(profile, spec, run_dir.name), load_traces(cache)) if cache.is_file() else None
+
+
+def cached(profile: Profile, runs: list[dict], say=print) -> list[tuple[dict, list]]:
+    """(labels, traces) per run that exists: from the shipped traces file of the results, else from a cached
+    evaluation under runs_dir. Never trains, builds or writes anything. Runs found nowhere are named in one
+    line, with the command that produces them."""
+    shipped = shipped_traces(profile)
+    out, missing = [], []
+    for run in runs:
+        spec = run_spec(run)
+        found = shipped.get(_run_id(profile, spec)) or cached_evaluation(profile, spec)
+        if found:
+            out.append(found)
+        else:
+            missing.append(spec)
+    if missing:
+        results = where(profile, "results")
+        shown = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+        say(f"no traces for {len(missing)} of {len(runs)} runs of profile {profile.profile!r} "
+            f"(first: {missing[0]['task']} {missing[0]['method']} seed {missing[0]['seed']}); "
+            f"`make reproduce PROFILE={profile.profile}` writes them to {shown / TRACES_FILE}")
+    return out
+
+
+def cached_traces(profile: Profile, runs: list[dict], say=print) -> list:
+    """Every existing trace of `runs` (see `cached`): what the inspector and the tour open."""
+    return [t for _, traces in cached(profile, runs, say) for t in traces]
+
+
+def cached_rows(profile: Profile, runs: list[dict], say=print):
+    """run_all's table from the existing traces of `runs` alone (see `cached`): what the error analysis reads."""
+    import pandas as pd
+
+    return pd.DataFrame([row for labels, traces in cached(profile, runs, say) for row in rows(traces, **labels)])

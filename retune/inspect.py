@@ -2,7 +2,8 @@
 
 `trace_html(trace)` is plain HTML (inline styles, no scripts), so it survives where no kernel runs: an executed
 notebook, its HTML export, a README. `inspector(traces)` wraps it in an ipywidgets browser (task, method, size,
-problem, "only failures") for a live notebook, and also displays one failure statically for readers without one.
+problem, "only failures") for a live notebook; where widgets cannot run (a saved or exported notebook) the same
+output is a static view of one failure instead. `export_failures` writes the failures page of the results.
 
 What is "wrong" is decided against the oracle call tree of the problem (retune.evaluate.oracle_tree): walking the
 decoded tree in the order its contexts were opened, the first turn that differs from the oracle's turn (or that
@@ -63,10 +64,28 @@ def first_wrong(node: TraceNode, oracle: Node | None) -> tuple[TraceNode, int, s
     return None
 
 
-def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str = "") -> str:
+SHOWN_WHITESPACE = {" ": "\u2423", "\n": "\u23ce\n", "\t": "\u21e5", "\r": "\u240d"}
+
+
+def visible(text: str) -> str:
+    """Model output as a reader can see it: an empty or whitespace-only text, and whitespace at either end of a
+    text, are drawn with symbols (space, newline, tab, carriage return); whitespace between words stays."""
+    if text == "":
+        return "(empty)"
+    body = text.strip()
+    if not body:
+        return "".join(SHOWN_WHITESPACE.get(c, c) for c in text)
+    start, end = text.index(body[0]), text.rindex(body[-1]) + 1
+    show = lambda part: "".join(SHOWN_WHITESPACE.get(c, c) for c in part)  # noqa: E731
+    return show(text[:start]) + text[start:end] + show(text[end:])
+
+
+def _pre(text: str, bg: str = "#f6f6f6", colour: str | None = None, label: str = "", raw: bool = False) -> str:
+    """A text box; model output (raw=False) has its whitespace made visible and its length in the label."""
     style = PRE.format(bg=bg) + (f"color:{colour};border:1px solid {colour};" if colour else "")
+    label = label if raw or not label else f"{label} \u00b7 {len(text)} char{'' if len(text) == 1 else 's'}"
     head = f'<span style="color:{GREY};font-size:11px">{html.escape(label)}</span>' if label else ""
-    return f'{head}<pre style="{style}">{html.escape(text)}</pre>'
+    return f'{head}<pre style="{style}">{html.escape(text if raw else visible(text))}</pre>'
 
 
 def _path_to(root: TraceNode, target: TraceNode | None) -> set[int]:
@@ -110,7 +129,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int, on_path: set[int]) -> li
     answer = "" if node.answer is None else f" &rarr; <code>{html.escape(node.answer[:80])}</code>"
     summary = (f'<summary style="cursor:pointer"><span style="color:{GREY}">depth {node.depth}</span> '
                f'<code>{html.escape(node.prompt[:100])}</code>{answer}{verdict}</summary>')
-    parts = [_pre(node.prompt, label="prompt")]
+    parts = [_pre(node.prompt, label="prompt", raw=True)]
     for i, turn in enumerate(node.turns):
         bad = is_wrong and i == turn_index
         label = f"generation {i + 1}" + (" (first error)" if bad else "")
@@ -118,13 +137,13 @@ def _node_html(node: TraceNode, wrong, open_depth: int, on_path: set[int]) -> li
         if bad and expected is not None:
             parts.append(_pre(expected, "#edf7ed", GREEN, "oracle"))
         if i < len(node.calls):
-            parts.append(_pre(node.calls[i], "#eef3fb", label="call (solved in a fresh context below)"))
+            parts.append(_pre(node.calls[i], "#eef3fb", label="call (solved in a fresh context below)", raw=True))
             if i < len(node.children):
                 parts.append(node.children[i])
             if i < len(node.returns):
                 ret = node.returns[i]
                 parts.append(_pre("(nothing returned: no carry-over)" if ret is None else f"Return: {ret}",
-                                  "#eef3fb", label="return"))
+                                  "#eef3fb", label="return", raw=True))
     if is_wrong and turn_index == -1 and expected is not None:
         parts.append(_pre(expected, "#edf7ed", GREEN, "oracle"))
     if node.answer is not None:
@@ -132,7 +151,7 @@ def _node_html(node: TraceNode, wrong, open_depth: int, on_path: set[int]) -> li
     if node.error:
         parts.append(f'<div style="color:{RED}"><b>error:</b> {html.escape(node.error)}</div>')
     parts.append(f'<details><summary style="cursor:pointer;color:{GREY};font-size:11px">full context</summary>'
-                 f'{_pre(node.context)}</details>')
+                 f'{_pre(node.context, raw=True)}</details>')
     return [f'<details{opened} style="{BOX.format(colour=colour)}">{summary}', *parts, "</details>"]
 
 
@@ -165,17 +184,76 @@ def displayable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = "retune traces") -> Path:
-    """A standalone HTML page with one or more traces (opens in any browser, no Jupyter needed)."""
+def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = "retune traces",
+                intro: str = "") -> Path:
+    """A standalone HTML page with one or more traces (opens in any browser, no Jupyter needed); `intro` is
+    HTML put under the title."""
     items = [traces] if isinstance(traces, (Trace, dict)) else list(traces)
     body = "\n<hr>\n".join(trace_html(t) for t in items)
     page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
             f'<body style="max-width:1100px;margin:auto">\n<h2 style="font-family:sans-serif">{html.escape(title)}'
-            f'</h2>\n{body}\n</body></html>\n')
+            f'</h2>\n{intro}\n{body}\n</body></html>\n')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(displayable(page), encoding="utf-8")
     return path
+
+
+# --- which failures a page shows --------------------------------------------------------------------------------
+METHOD_ORDER = ("retuning", "scratchpad", "baseline")  # Re-Tuning first: its failures are the call trees
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def tree_depth(trace: Trace) -> int:
+    return max(n.depth for n in trace.root.walk())
+
+
+def pick_failures(traces: Iterable[Trace | dict], per_group: int = 4) -> list[Trace]:
+    """Up to `per_group` failures of each task x method (tasks in order, Re-Tuning first), spread over the depth
+    of their call trees: the deepest tree first, then the deepest of each remaining depth, then the largest
+    problems; within a depth the largest size first (the longer problems are where methods differ)."""
+    groups: dict[tuple[str, str], list[Trace]] = {}
+    for t in (as_trace(t) for t in traces):
+        if not t.correct:
+            groups.setdefault((t.task, t.method), []).append(t)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], method_rank(k[1]))):
+        pool = sorted(groups[key], key=lambda t: (-tree_depth(t), -t.size))
+        chosen, depths = [], set()
+        for t in pool:  # one per depth, deepest first
+            if tree_depth(t) not in depths and len(chosen) < per_group:
+                chosen.append(t)
+                depths.add(tree_depth(t))
+        chosen += [t for t in sorted(pool, key=lambda t: -t.size) if t not in chosen][:per_group - len(chosen)]
+        out += chosen
+    return out
+
+
+def export_failures(traces: Iterable[Trace | dict], path: str | Path, title: str = "retune: failures",
+                    per_group: int = 4) -> Path:
+    """The failures page (results/failing_traces.html): pick_failures' choice, with a table of what was chosen
+    from how many per task x method and the rule, so a reader knows what the page is a sample of."""
+    traces = [as_trace(t) for t in traces]
+    chosen = pick_failures(traces, per_group)
+    rows = []
+    for task, method in dict.fromkeys((t.task, t.method) for t in chosen + traces):
+        of = [t for t in traces if (t.task, t.method) == (task, method)]
+        shown = [t for t in chosen if (t.task, t.method) == (task, method)]
+        depths = sorted({tree_depth(t) for t in shown})
+        rows.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(method)}</td>"
+                    f"<td>{len(shown)}</td><td>{sum(not t.correct for t in of)}</td><td>{len(of)}</td>"
+                    f"<td>{', '.join(map(str, depths)) or '-'}</td></tr>")
+    intro = (f'<p style="font-family:sans-serif;font-size:13px">Up to {per_group} failed problems per task '
+             f'&times; method (Re-Tuning first), chosen to cover the depths of their call trees: the deepest tree, '
+             f'then the deepest tree of each other depth, then the largest problems. The first turn that leaves '
+             f'the oracle&#39;s call tree is red, beside the oracle&#39;s turn in green.</p>'
+             f'<table class="retune-choice" style="font-family:sans-serif;font-size:12px;border-collapse:collapse" '
+             f'border="1" cellpadding="3"><tr><th>task</th><th>method</th><th>shown</th><th>failed</th>'
+             f'<th>problems</th><th>tree depths shown</th></tr>{"".join(rows)}</table>')
+    return export_html(chosen or traces[:5], path, title, intro)
 
 
 # --- the widget -------------------------------------------------------------------------------------------------
@@ -194,7 +272,8 @@ def problem_label(i: int, trace: Trace) -> str:
 class Inspector:
     """Dropdowns for task, method, size and problem, an "only failures" toggle, and the selected trace's HTML.
     Every dropdown's options follow the choices before it; the state lives in plain attributes, so tests can
-    drive it without a browser."""
+    drive it without a browser. A problem's value is its position among all traces, so the selected problem
+    stays selected when the filter changes around it."""
 
     def __init__(self, traces: Iterable[Trace | dict], only_failures: bool = False):
         import ipywidgets as w
@@ -210,6 +289,7 @@ class Inspector:
         self.widget = w.VBox([w.HBox([self.task, self.method, self.only_failures]),
                               w.HBox([self.size, self.problem, self.count]), self.view])
         self._busy = False
+        self._selection: list[Trace] = []
         self.task.observe(lambda _: self._refresh("task"), "value")
         self.method.observe(lambda _: self._refresh("method"), "value")
         self.size.observe(lambda _: self._refresh("size"), "value")
@@ -236,11 +316,12 @@ class Inspector:
             pool = self._pool()
             self._set(self.task, sorted({t.task for t in pool}))
             pool = select(pool, task=self.task.value)
-            self._set(self.method, sorted({t.method for t in pool}))
+            self._set(self.method, sorted({t.method for t in pool}, key=method_rank))
             pool = select(pool, method=self.method.value)
             self._set(self.size, sorted({t.size for t in pool}))
             pool = select(pool, size=self.size.value)
-            self._set(self.problem, [(problem_label(i, t), i) for i, t in enumerate(pool)])
+            index = {id(t): i for i, t in enumerate(self.traces)}
+            self._set(self.problem, [(problem_label(n, t), index[id(t)]) for n, t in enumerate(pool)])
             self._selection = pool
         finally:
             self._busy = False
@@ -249,33 +330,51 @@ class Inspector:
     @property
     def current(self) -> Trace | None:
         i = self.problem.value
-        return self._selection[i] if i is not None and i < len(self._selection) else None
+        return self.traces[i] if i is not None else None
 
     def _show(self) -> None:
         if self._busy:
             return
         failures = sum(not t.correct for t in self._selection)
-        self.count.value = f"{len(self._selection)} problems, {failures} failed"
+        n = len(self._selection)
+        self.count.value = f"{n} problem{'' if n == 1 else 's'}, {failures} failed"
         trace = self.current
         self.view.value = trace_html(trace) if trace else "<i>no trace matches</i>"
 
 
+class _LiveOrStatic:
+    """One output that is the live widget where a widget manager runs (JupyterLab with a kernel) and a static
+    HTML view elsewhere (an exported notebook, nbconvert, GitHub): both in one mime bundle, so the two never
+    show side by side and the static one never contradicts the live one."""
+
+    def __init__(self, ui: Inspector, static_html: str):
+        self.ui, self.static_html = ui, static_html
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        bundle = self.ui.widget._repr_mimebundle_()
+        return dict(bundle, **{"text/html": self.static_html})
+
+
+def static_view(ui: Inspector) -> str:
+    """What a reader without a kernel sees: the first failing problem (else the first problem), said so."""
+    failed = next((t for t in ui.traces if not t.correct), None)
+    shown = failed or (ui.traces[0] if ui.traces else None)
+    if shown is None:
+        return "<i>no traces</i>"
+    what = "the first failing problem" if failed else "the first problem (none failed)"
+    return (f'<div style="color:#666;font-size:12px">Static view of {what} of {len(ui.traces)}; run the '
+            'notebook to browse them all.</div>' + trace_html(shown))
+
+
 def inspector(traces: Iterable[Trace | dict], only_failures: bool = False, display: bool = True):
-    """The interactive trace browser (an ipywidgets VBox, returned). With display=True it is displayed together
-    with a static HTML view of the first failing problem (else the first problem), which is what readers of a
-    saved or exported notebook see: widgets need a live kernel."""
+    """The interactive trace browser (an ipywidgets VBox, returned). With display=True it is displayed as one
+    output that is the live browser under a kernel and, where widgets cannot run (a saved or exported notebook),
+    a static HTML view of the first failing problem instead."""
     ui = Inspector(traces, only_failures)
     if display:
-        from IPython.display import HTML
         from IPython.display import display as show
 
-        show(ui.widget)
-        failed = next((t for t in ui.traces if not t.correct), None)
-        shown = failed or (ui.traces[0] if ui.traces else None)
-        if shown is not None:
-            what = "the first failing problem" if failed else "the first problem (none failed)"
-            show(HTML(f'<div style="color:#666;font-size:12px">Static view of {what} '
-                      '(the browser above needs a live kernel):</div>' + trace_html(shown)))
+        show(_LiveOrStatic(ui, static_view(ui)))
     return ui.widget
 
 

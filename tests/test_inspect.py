@@ -6,8 +6,11 @@ import pytest
 
 from retune.decode import Generation, OracleGenerator, decode, load_traces, save_traces
 from retune.evaluate import first_departure, oracle_tree
-from retune.inspect import Inspector, export_html, first_wrong, inspector, oracle_of, select, trace_html
+from retune.inspect import (Inspector, _LiveOrStatic, export_failures, export_html, first_wrong, inspector, oracle_of,
+                            pick_failures, select, static_view, trace_html, tree_depth, visible)
 from retune.tasks import get_task
+
+from _planted import planted
 
 
 class Faulty(OracleGenerator):
@@ -104,7 +107,7 @@ def test_inspector_follows_the_dropdowns(traces):
     assert ui.current is traces[1] and "correct" in ui.view.value
     ui.size.value = 3
     assert len(ui.problem.options) == 2 and ui.current is traces[0] and "(first error)" in ui.view.value
-    ui.problem.value = 1
+    ui.problem.value = 2  # a problem's value is its position among all traces
     assert ui.current is traces[2]
     ui.only_failures.value = True
     assert ui.size.options == (3,) and "2 failed" in ui.count.value
@@ -113,9 +116,60 @@ def test_inspector_follows_the_dropdowns(traces):
     assert Inspector([]).view.value == "<i>no trace matches</i>"
 
 
-def test_inspector_returns_the_widget_and_shows_a_static_failure(traces, capsys):
+def test_selection_follows_the_problem_when_the_filter_changes(traces):
+    ui = Inspector(traces, only_failures=True)
+    ui.size.value = 3
+    ui.problem.value = 2
+    assert ui.current is traces[2]
+    ui.only_failures.value = False  # the correct problem of size 3 joins the list: the selection stays put
+    assert len(ui.problem.options) == 2 and ui.current is traces[2] and "501 + 600" in ui.view.value
+    ui.only_failures.value = True
+    assert ui.current is traces[2]
+
+
+def test_inspector_is_one_output_live_or_static(traces, capsys):
     import ipywidgets
 
     widget = inspector(traces)
     assert isinstance(widget, ipywidgets.VBox)
-    assert "HTML" in capsys.readouterr().out  # outside a kernel, IPython prints what it would display
+    ui = Inspector(traces)
+    bundle = _LiveOrStatic(ui, static_view(ui))._repr_mimebundle_()
+    # the live widget where a widget manager runs, the first failure as static HTML elsewhere: never both at once
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "Static view of the first failing problem" in bundle["text/html"]
+    assert "147 + 238" in bundle["text/html"] and "(first error)" in bundle["text/html"]
+
+
+def test_whitespace_output_is_visible(traces):
+    d = traces[1].to_dict()
+    d["correct"], d["root"]["turns"][-1] = False, " \n"
+    text = text_of(trace_html(d))
+    assert "\u2423\u23ce" in text and "2 chars" in text
+    assert visible("") == "(empty)" and visible(" a b\t") == "\u2423a b\u21e5" and visible("a b") == "a b"
+
+
+def failing_traces():
+    """Failures of every task x method; Re-Tuning's fail at the leaves of trees of several depths."""
+    import random
+
+    out = []
+    for name in ("addition", "parity"):
+        task = get_task(name)
+        problems = [task.sample(s, random.Random(s)) for s in (2, 3, 4) for _ in range(2)]
+        for method in ("baseline", "retuning"):
+            out += planted(name, method, problems)
+    return out
+
+
+def test_failures_page_covers_each_task_and_method_retuning_first_at_several_depths(tmp_path):
+    traces = failing_traces()
+    chosen = pick_failures(traces, per_group=2)
+    groups = [(t.task, t.method) for t in chosen]
+    assert groups == [("addition", "retuning")] * 2 + [("addition", "baseline")] * 2 + \
+        [("parity", "retuning")] * 2 + [("parity", "baseline")] * 2
+    retuning = [t for t in chosen if t.method == "retuning"]
+    assert all(tree_depth(t) >= 1 for t in retuning)  # nested trees, not single contexts
+    assert len({tree_depth(t) for t in retuning if t.task == "addition"}) == 2  # two depths
+    page = export_failures(traces, tmp_path / "failing.html", per_group=2).read_text()
+    assert "chosen to cover the depths of their call trees" in page and 'class="retune-choice"' in page
+    assert page.count('class="retune-trace"') == 8

@@ -67,6 +67,33 @@ def test_inspector_page_renders_without_a_kernel(smoke_run):
     _, root, _ = smoke_run
     page = (root / "results" / "failing_traces.html").read_text()
     assert "<details" in page and "Solution" in page
+    assert 'class="retune-choice"' in page and "per task &times; method" in page  # says how they were chosen
+
+
+def outputs(records, name):
+    executed = next(r["executed"] for r in records if r["notebook"] == name)
+    return [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"
+            for o in c.get("outputs", [])]
+
+
+def test_viewers_open_the_traces_03_shipped(smoke_run):
+    _, root, records = smoke_run
+    assert (root / "results" / "traces.jsonl.gz").is_file() and (root / "results" / "traces.meta.json").is_file()
+    inspector = [o for o in outputs(records, "10_trace_inspector.ipynb") if o.get("output_type") == "display_data"]
+    # one output: the live widget under a kernel, the static first failure elsewhere
+    assert len(inspector) == 1 and "application/vnd.jupyter.widget-view+json" in inspector[0]["data"]
+    assert "Static view of" in inspector[0]["data"]["text/html"]
+    printed = "".join(o.get("text", "") for o in outputs(records, "10_trace_inspector.ipynb")
+                      if o.get("output_type") == "stream")
+    assert "no traces" not in printed
+
+
+def test_the_tour_runs_first_and_trains_nothing(smoke_run):
+    _, _, records = smoke_run
+    tour = outputs(records, "00_tour.ipynb")  # it runs before 03 shipped anything: it says what to run
+    printed = "".join(o.get("text", "") for o in tour if o.get("output_type") == "stream")
+    assert "`make reproduce PROFILE=smoke` writes them" in printed and "Loading weights" not in printed
+    assert sum("retune-trace" in o.get("data", {}).get("text/html", "") for o in tour) == 1  # the oracle's tree
 
 
 def test_second_run_reuses_every_notebook(smoke_run):
