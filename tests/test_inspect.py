@@ -142,7 +142,7 @@ def test_inspector_is_one_output_live_or_static(traces, capsys):
 
 def test_whitespace_output_is_visible(traces):
     d = traces[1].to_dict()
-    d["correct"], d["root"]["turns"][-1] = False, " \n"
+    d["correct"], d["nodes"][0]["turns"][-1] = False, " \n"  # the root is the first node
     text = text_of(trace_html(d))
     assert "\u2423\u23ce" in text and "2 chars" in text
     assert visible("") == "(empty)" and visible(" a b\t") == "\u2423a b\u21e5" and visible("a b") == "a b"
