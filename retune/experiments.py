@@ -20,6 +20,8 @@ from .model import DTYPES
 from .profiles import Profile
 from .tasks import METHODS, TASKS, get_task
 
+MAIN_METHODS = ("baseline", "scratchpad", "retuning")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,8 +96,8 @@ def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant:
                 break
             problem = spec.sample(size, rng)
             key = repr(problem)
-            if key not in chosen and spec.top_context(problem, "retuning") not in exclude \
-                    and spec.top_context(problem, "baseline") not in exclude:
+            # every method's top context: a run's training set is one method's, whichever it is
+            if key not in chosen and all(spec.top_context(problem, m) not in exclude for m in MAIN_METHODS):
                 chosen[key] = problem
         out += chosen.values()
     return out

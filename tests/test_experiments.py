@@ -200,3 +200,17 @@ def test_smoke_profile_end_to_end_on_cuda(tmp_path, capsys):
     measured = json.loads((Path(out["run"]) / "measurements.json").read_text())
     assert measured["device"] == "cuda" and measured["config"]["bf16"] == "auto"
     assert sum(r["n"] for r in out["by_size"]) > 0
+
+
+@pytest.mark.parametrize("method", ["baseline", "scratchpad", "retuning"])
+def test_evaluation_problems_are_never_training_problems_of_the_run(tmp_path, method):
+    """Whatever the method, its training set's top contexts are excluded (DP's scratchpad prompt is its own)."""
+    from retune import data
+    from retune.tasks import get_task
+
+    path = tmp_path / f"dp-{method}.jsonl"
+    data.make("dp", method, path, "scaled", (1, 3), 40, seed=0, progress=False)
+    trained = {r["input"] for r in data.read(path) if r.get("depth", 0) == 0}
+    problems = ex.eval_problems("dp", (2, 4), 30, seed=0, exclude=trained)
+    task = get_task("dp")
+    assert problems and not [p for p in problems if task.top_context(p, method) in trained]
