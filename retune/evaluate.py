@@ -294,6 +294,10 @@ def load_generator(backend: str, task: Task, method: str, sizes: Sequence[int], 
     if backend == "hf":
         if not model_dir:
             raise ValueError("--model is required with --backend hf (a run directory or a local model directory)")
+        from .presets import is_preset, require
+
+        if is_preset(model_dir):  # a named preset (e.g. smollm2-135m): its converted directory, fetched before
+            model_dir = str(require(model_dir))
         path = Path(model_dir).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"--model: no such directory: {model_dir!r}")
@@ -349,7 +353,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--n", type=int, default=20, help="problems per size and seed")
     p.add_argument("--method", default="retuning", help=f"one of {', '.join(METHODS)}")
     p.add_argument("--seed", default="0", help="a seed or a comma-separated list (aggregated)")
-    p.add_argument("--model", help="run directory or local model directory (backend hf)")
+    p.add_argument("--model", help="run directory, local model directory or model preset (backend hf; presets: "
+                                   "smollm2-135m, fetched once with `make smollm2`)")
     p.add_argument("--variant", type=int, default=0, help="prompt phrasing (0: the paper's)")
     p.add_argument("--trained-max", type=int, help="largest training size (in/out-of-distribution split); "
                                                      "default: the paper's (addition 15, dp 5, parity 21)")

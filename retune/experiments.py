@@ -46,6 +46,10 @@ def base_model(profile: dict, seed: int) -> str:
 
         return str(pretrained_base(profile["pretrain"], profile.get("tiny_model"), seed, where(profile, "data_dir"),
                                    where(profile, "runs_dir")))
+    from .presets import fetch, is_preset
+
+    if is_preset(profile["model"]):  # a named preset (smollm2-135m): fetched and converted once, then local
+        return str(fetch(profile["model"]))
     return profile["model"]
 
 
@@ -127,7 +131,8 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
             traces += load_traces(part)
             continue
         if generator is None:
-            generator = hf_generator(run_dir, profile.get("eval_batch_size", 64))
+            generator = hf_generator(run_dir, profile.get("eval_batch_size", 64), profile.get("device", "auto"),
+                                     profile.get("dtype", "float32"))
         new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, limits,
                      progress=progress)
         tmp = part.with_name(part.name + ".tmp")
@@ -141,10 +146,17 @@ def evaluate_run(profile: dict, run_dir: Path, task: str, method: str, seed: int
     return traces
 
 
-def hf_generator(run_dir: Path, batch_size: int = 64) -> HFGenerator:
-    """A trained run's model (LoRA merged) behind the batched generator interface."""
+def hf_generator(run_dir: Path, batch_size: int = 64, device: str = "cpu", dtype: str = "float32") -> HFGenerator:
+    """A trained run's model (LoRA merged) behind the batched generator interface, on `device` ("auto": cuda
+    when available) in `dtype` (the profile's evaluation dtype, e.g. bfloat16 on a GPU)."""
+    import torch
+
+    from .model import torch_dtype
+
     model, tok = train.load_trained(run_dir, merge=True)
-    return HFGenerator(model, tok, batch_size=batch_size)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return HFGenerator(model.to(device=device, dtype=torch_dtype(dtype)), tok, batch_size=batch_size)
 
 
 def decode_with(run_dir: Path, task: str, method: str, problems: list, variant: int = 0, limits=None,

@@ -3,8 +3,8 @@
 The encoding functions here are the single source of token ids for both training and decoding, so the ids a
 model is trained on are the ids it is fed at inference (SPEC §1: no BOS, EOS after every target).
 
-The contract decoders must keep (tests/test_model.py checks it with the character tokenizer and a
-SentencePiece-like BPE): a context is encoded on its own (`encode_context`), the model generates from exactly those
+The contract decoders must keep (tests/test_model.py checks it with the character tokenizer, a
+SentencePiece-like BPE and SmolLM2's byte-level BPE): a context is encoded on its own (`encode_context`), the model generates from exactly those
 ids, only the generated ids are decoded, and the next context (context + generated text + `Return: ...`) is built
 as text and encoded afresh. With sub-word tokenizers `encode(prompt + target)` differs from
 `encode(prompt) + encode(target)` at the boundary, so never extend a context's ids with generated ids across turns;
@@ -121,7 +121,8 @@ def is_local_path(source: str) -> bool:
 
 
 def load_pretrained(path_or_id: str, dtype="float32"):
-    """(model, tokenizer) of a pretrained causal LM from a local directory or a hub id, weights in `dtype`.
+    """(model, tokenizer) of a pretrained causal LM from a local directory, a preset name (retune.presets, e.g.
+    'smollm2-135m', once fetched) or a hub id, weights in `dtype`.
 
     A local path that does not exist is an error here rather than a hub look-up: typos must not turn into downloads.
     LLaMA tokenizers have no pad token; EOS doubles as pad, which is safe because training labels are built before
@@ -131,6 +132,10 @@ def load_pretrained(path_or_id: str, dtype="float32"):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .presets import is_preset, require
+
+    if is_preset(path_or_id):  # a named preset is its converted local directory; a missing one is an error
+        path_or_id = str(require(path_or_id))
     if is_local_path(path_or_id) and not os.path.isdir(os.path.expanduser(path_or_id)):
         raise ValueError(f"model path {path_or_id!r} does not exist (expected a directory with config.json)")
     path = os.path.expanduser(path_or_id)
