@@ -11,7 +11,7 @@ size.
 
 Two models side by side: the profile's own tiny Re-Tuning model (the main table's run, re-used from the cache)
 and a pretrained LLaMA (SmolLM2-135M, a retune.presets preset) after a short LoRA fine-tune on the same training
-set. Profile key `probe` (profiles/base.yaml) sets the task, sizes, problems per size and the fine-tune budget.
+set. Profile key `step_probe` (profiles/base.yaml) sets the task, sizes, problems per size and the fine-tune budget.
 """
 from __future__ import annotations
 
@@ -54,20 +54,20 @@ def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclu
 
 
 def probe_sizes(profile: dict) -> list[int]:
-    """The probe's problem sizes: `probe.sizes` [lo, hi] every `probe.every` (default: every size)."""
-    lo, hi = profile["probe"]["sizes"]
-    every = profile["probe"].get("every", 1)
+    """The probe's problem sizes: `step_probe.sizes` [lo, hi] every `step_probe.every` (default: every size)."""
+    lo, hi = profile["step_probe"]["sizes"]
+    every = profile["step_probe"].get("every", 1)
     sizes = list(range(lo, hi + 1, every))
     return sizes if sizes[-1] == hi else sizes + [hi]
 
 
 def pretrained_run(profile: dict, seed: int, log=print) -> Path | None:
     """The probe's pretrained model after its short LoRA fine-tune on the task's Re-Tuning training set (cached
-    like every run). None when `probe.model` is null; None, with a message, when the preset is not fetched and the profile says not to fetch
-    (`probe.fetch: false`, the smoke profile's choice: tests never download)."""
+    like every run). None when `step_probe.model` is null; None, with a message, when the preset is not fetched and the profile says not to fetch
+    (`step_probe.fetch: false`, the smoke profile's choice: tests never download)."""
     from . import presets
 
-    spec = profile["probe"]
+    spec = profile["step_probe"]
     name = spec.get("model")
     if not name:  # the profile's own model is the pretrained one (the smol profile): nothing to add
         return None
@@ -92,7 +92,7 @@ def step_probe(profile: dict, seed: int | None = None, log=print):
     import pandas as pd
 
     seed = profile["seeds"][0] if seed is None else seed
-    spec = profile["probe"]
+    spec = profile["step_probe"]
     task = spec["task"]
     runs = {experiments.model_label(profile): experiments.trained(profile, task, "retuning", seed)}
     pretrained = pretrained_run(profile, seed, log)
@@ -112,6 +112,7 @@ def plot_step_probe(df, trained_max: int | None = None):
     """One panel per step kind: teacher-forced accuracy against problem size, one line per model with its
     Wilson band; the trained range shaded, its edge dashed."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .report import set_style
 
@@ -126,6 +127,7 @@ def plot_step_probe(df, trained_max: int | None = None):
         if trained_max is not None:
             ax.axvspan(df["size"].min() - 0.5, trained_max + 0.5, color="0.5", alpha=0.08, linewidth=0)
             ax.axvline(trained_max + 0.5, color="0.3", linestyle="--", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"{kind} step", xlabel="problem size", ylabel="teacher-forced accuracy", ylim=(-0.03, 1.03))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0, 1, 0.86))

@@ -39,24 +39,24 @@ def test_step_accuracy_counts_each_kind_per_size():
 
 
 def test_probe_sizes_step_and_keep_the_largest():
-    assert probe.probe_sizes({"probe": {"sizes": [2, 16], "every": 2}}) == [2, 4, 6, 8, 10, 12, 14, 16]
-    assert probe.probe_sizes({"probe": {"sizes": [2, 15], "every": 4}}) == [2, 6, 10, 14, 15]
-    assert probe.probe_sizes({"probe": {"sizes": [2, 4]}}) == [2, 3, 4]
+    assert probe.probe_sizes({"step_probe": {"sizes": [2, 16], "every": 2}}) == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert probe.probe_sizes({"step_probe": {"sizes": [2, 15], "every": 4}}) == [2, 6, 10, 14, 15]
+    assert probe.probe_sizes({"step_probe": {"sizes": [2, 4]}}) == [2, 3, 4]
 
 
 def test_pretrained_part_is_skipped_with_a_message_when_not_fetched_and_not_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("RETUNE_MODELS", str(tmp_path / "empty"))
     said = []
     profile = load_profile("smoke")
-    assert profile["probe"]["fetch"] is False
+    assert profile["step_probe"]["fetch"] is False
     assert probe.pretrained_run(profile, 0, said.append) is None
     assert "smollm2-135m is not fetched" in said[0] and "make smollm2" in said[0]
     assert not (tmp_path / "empty").exists()  # nothing downloaded
-    assert probe.pretrained_run(load_profile("smoke", {"probe": {"model": None}}), 0, said.append) is None
+    assert probe.pretrained_run(load_profile("smoke", {"step_probe": {"model": None}}), 0, said.append) is None
 
 
 def test_cpu_profile_fetches_the_real_model_for_the_probe():
-    spec = load_profile("cpu")["probe"]
+    spec = load_profile("cpu")["step_probe"]
     assert spec["model"] == "smollm2-135m" and spec["fetch"] is True
 
 
