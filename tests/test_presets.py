@@ -76,7 +76,7 @@ def fake_preset(tmp_path, monkeypatch, tiny_gguf):
 
 def test_fetch_checks_extracts_converts_and_loads_by_name(fake_preset):
     assert not presets.is_fetched("fake-tiny")
-    with pytest.raises(FileNotFoundError, match="make fake-tiny|python -m retune.presets fake-tiny"):
+    with pytest.raises(FileNotFoundError, match="is not fetched yet .* `python -m retune.presets fake-tiny`"):
         load_pretrained("fake-tiny")  # not fetched: a clear error, no download, no hub look-up
     out = presets.fetch("fake-tiny", log=lambda *_: None)
     assert out == presets.preset_path("fake-tiny") and presets.is_fetched("fake-tiny")
@@ -91,6 +91,25 @@ def test_checksum_mismatch_is_a_clear_error(fake_preset, monkeypatch):
     with pytest.raises(presets.ChecksumError, match="sha256 mismatch .* expected 0{64}, got [0-9a-f]{64}"):
         presets.fetch("fake-tiny", log=lambda *_: None)
     assert not presets.is_fetched("fake-tiny")
+
+
+def test_a_profile_naming_a_preset_fetches_it_once_then_trains_from_the_directory(fake_preset):
+    from retune import experiments
+
+    path = experiments.base_model({"model": "fake-tiny", "pretrain": None}, 0)
+    assert path == str(presets.preset_path("fake-tiny")) and presets.is_fetched("fake-tiny")
+
+
+def test_eval_cli_names_the_make_target_when_the_preset_is_missing(tmp_path, monkeypatch, capsys):
+    from retune.cli import main
+
+    monkeypatch.setenv("RETUNE_MODELS", str(tmp_path / "empty"))
+    code = main(["eval", "--backend", "hf", "--model", "smollm2-135m", "--task", "addition", "--sizes", "2",
+                 "--n", "1", "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "model preset 'smollm2-135m' is not fetched" in err and "make smollm2" in err
+    assert not (tmp_path / "empty").exists()
 
 
 def test_unknown_preset_names_the_known_ones():
