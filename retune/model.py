@@ -3,10 +3,10 @@
 The encoding functions here are the single source of token ids for both training and decoding, so the ids a
 model is trained on are the ids it is fed at inference (SPEC §1: no BOS, EOS after every target).
 
-The contract decoders must keep (tests/test_model.py checks it with the character tokenizer and a
-SentencePiece-like BPE): a context is encoded on its own (`encode_context`), the model generates from exactly those
-ids, only the generated ids are decoded, and the next context (context + generated text + `Return: ...`) is built
-as text and encoded afresh. With sub-word tokenizers `encode(prompt + target)` differs from
+The contract decoders must keep (tests/test_model.py checks it with the character tokenizer, a SentencePiece-like
+BPE and SmolLM2's byte-level BPE): a context is encoded on its own (`encode_context`), the model generates from
+exactly those ids, only the generated ids are decoded, and the next context (context + generated text +
+`Return: ...`) is built as text and encoded afresh. With sub-word tokenizers `encode(prompt + target)` differs from
 `encode(prompt) + encode(target)` at the boundary, so never extend a context's ids with generated ids across turns;
 with the character tokenizer the two agree.
 """
@@ -143,6 +143,10 @@ def resolve_model(name: str, allow_hub: bool | None = None) -> str:
     text = str(name or "").strip()
     if not text:
         raise ValueError("--model must name a model directory; got ''")
+    from .presets import is_preset, require
+
+    if is_preset(text):  # a named preset (e.g. smollm2-135m) is its converted local directory, fetched before
+        return str(require(text))
     path = os.path.expanduser(text)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
@@ -158,7 +162,8 @@ def resolve_model(name: str, allow_hub: bool | None = None) -> str:
 
 
 def load_pretrained(path_or_id: str, dtype="float32", allow_hub: bool | None = None):
-    """(model, tokenizer) of a pretrained causal LM from a local directory or (when allowed) a hub id, weights
+    """(model, tokenizer) of a pretrained causal LM from a local directory, a preset name (retune.presets,
+    e.g. 'smollm2-135m', once fetched) or (when allowed) a hub id, weights
     in `dtype`. Names are resolved by `resolve_model` first: typos and empty directories fail at once, and
     nothing is downloaded unless hub access was allowed.
 

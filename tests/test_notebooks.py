@@ -14,9 +14,9 @@ from retune.profiles import load_profile
 pytest.importorskip("papermill")
 
 TABLES = ["datasets", "training", "per_problem", "main_table", "accuracy_by_size", "memory", "sample_efficiency",
-          "prompt_variations", "ablations", "error_analysis"]
+          "prompt_variations", "ablations", "error_analysis", "step_probe"]
 FIGURES = ["datasets", "training", "main_table", "accuracy_vs_size", "memory", "sample_efficiency",
-           "prompt_variations", "ablations", "error_analysis"]
+           "prompt_variations", "ablations", "error_analysis", "step_probe"]
 
 
 @pytest.fixture(scope="module")

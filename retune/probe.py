@@ -1,0 +1,132 @@
+"""The step probe: which step of a Re-Tuning solution fails first as problems grow, and for which model.
+
+Every context a Re-Tuning decoder feeds is one of three kinds (docs/protocol.md): a *call* step (write
+`Call: <smaller problem>`), a *combine* step (finish from the returned sub-answer) or a *base* step (solve the
+smallest problem directly). Free decoding mixes them; teacher forcing separates them. For each problem size the
+probe takes fresh problems, feeds the oracle's contexts of the top-level call and combine steps (the ones that see
+the whole problem) and of the base step at the bottom of its call tree, and checks whether the model's greedy
+tokens equal the oracle's target exactly, EOS included (retune.decode.HFGenerator.exact). The result is one
+accuracy per (model, size, step kind) with a Wilson interval: in distribution and beyond, to twice the trained
+size.
+
+Two models side by side: the profile's own tiny Re-Tuning model (the main table's run, re-used from the cache)
+and a pretrained LLaMA (SmolLM2-135M, a retune.presets preset) after a short LoRA fine-tune on the same training
+set. Profile section `step_probe` (retune/profiles.py) sets the task, sizes, problems per size and the fine-tune budget.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import experiments, train
+from .evaluate import oracle_tree, wilson
+from .tasks import get_task
+
+KINDS = ("call", "combine", "base")
+
+
+def step_contexts(task, problem, method: str = "retuning") -> list[tuple[str, str, str]]:
+    """(context, target, kind) of the top node's call and combine steps and of the base step at the bottom of
+    the problem's oracle call tree (its deepest node, a problem of the smallest size)."""
+    tree = oracle_tree(task, problem, method)
+    deepest = max(tree.walk(), key=lambda nd: nd[1])[0]
+    out = [c for c in tree.contexts(method) if c[2] in ("call", "combine")]
+    return out + [c for c in deepest.contexts(method) if c[2] == "base"]
+
+
+def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclude: set[str] = frozenset(),
+                  variant: int = 0, method: str = "retuning") -> list[dict]:
+    """Teacher-forced accuracy per problem size and step kind: one row per (size, kind) with right/total and a
+    Wilson 95 % interval. Problems come from experiments.eval_problems (seeded apart from training, never a
+    trained top context)."""
+    task = get_task(task_name, variant)
+    rows = []
+    for size in sizes:
+        problems = experiments.eval_problems(task_name, (size, size), n, seed, variant, exclude)
+        steps = [s for p in problems for s in step_contexts(task, p, method)]
+        right = generator.exact([c for c, _, _ in steps], [t for _, t, _ in steps]) if steps else []
+        for kind in KINDS:
+            hits = [r for r, (_, _, k) in zip(right, steps) if k == kind]
+            if hits:
+                lo, hi = wilson(sum(hits), len(hits))
+                rows.append({"task": task_name, "size": size, "kind": kind, "right": sum(hits), "total": len(hits),
+                             "accuracy": sum(hits) / len(hits), "ci_low": lo, "ci_high": hi})
+    return rows
+
+
+def probe_sizes(profile) -> list[int]:
+    """The probe's problem sizes: `step_probe.sizes` [lo, hi] every `step_probe.every` (default: every size)."""
+    lo, hi = profile.step_probe.sizes
+    every = profile.step_probe.every
+    sizes = list(range(lo, hi + 1, every))
+    return sizes if sizes[-1] == hi else sizes + [hi]
+
+
+def pretrained_run(profile, seed: int, log=print) -> Path | None:
+    """The probe's pretrained model after its short LoRA fine-tune on the task's Re-Tuning training set (cached
+    like every run). None when `step_probe.model` is null; None, with a message, when the preset is not fetched and the profile says not to fetch
+    (`step_probe.fetch: false`, the smoke profile's choice: tests never download)."""
+    from . import presets
+
+    spec = profile.step_probe
+    name = spec.model
+    if not name:  # the profile's own model is the pretrained one (the smol profile): nothing to add
+        return None
+    if presets.is_preset(name):
+        if not presets.is_fetched(name) and not spec.fetch:
+            log(f"step probe: {name} is not fetched ({presets.preset_path(name)} missing) and this profile does not "
+                f"fetch it; showing the tiny model only. Fetch it with `make smollm2`.")
+            return None
+        source = str(presets.fetch(name))
+    else:
+        source = name
+    data = experiments.dataset(profile, spec.task, "retuning", seed)
+    config = dict(train.recipe_of(spec.train), seed=seed, lora=spec.lora, threads=profile.threads)
+    return train.train(source, [data], train.make_config(config), experiments.where(profile, "runs"))
+
+
+def step_probe(profile, seed: int | None = None, log=print):
+    """Both models' step accuracies as one tidy DataFrame (columns: model, task, size, kind, right, total,
+    accuracy, ci_low, ci_high)."""
+    import pandas as pd
+
+    seed = profile.seeds[0] if seed is None else seed
+    spec = profile.step_probe
+    task = spec.task
+    runs = {experiments.model_label(profile): experiments.trained(profile, task, "retuning", seed)}
+    pretrained = pretrained_run(profile, seed, log)
+    if pretrained is not None:
+        runs[f"{Path(str(spec.model)).name} + LoRA"] = pretrained
+    out = []
+    for label, run_dir in runs.items():
+        generator = experiments.hf_generator(profile, run_dir)
+        exclude = experiments.trained_contexts(run_dir)
+        for row in step_accuracy(task, generator, probe_sizes(profile), spec.n, seed, exclude):
+            out.append({"model": label, **row})
+    return pd.DataFrame(out)
+
+
+def plot_step_probe(df, trained_max: int | None = None):
+    """One panel per step kind: teacher-forced accuracy against problem size, one line per model with its
+    Wilson band; the trained range shaded, its edge dashed."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from .report import set_style
+
+    set_style()
+    kinds = [k for k in KINDS if k in set(df["kind"])]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for j, model in enumerate(df["model"].unique()):
+            part = df[(df["kind"] == kind) & (df["model"] == model)].sort_values("size")
+            ax.plot(part["size"], part["accuracy"], marker="o", markersize=3, color=f"C{j}", label=model)
+            ax.fill_between(part["size"], part["ci_low"], part["ci_high"], color=f"C{j}", alpha=0.18, linewidth=0)
+        if trained_max is not None:
+            ax.axvspan(df["size"].min() - 0.5, trained_max + 0.5, color="0.5", alpha=0.08, linewidth=0)
+            ax.axvline(trained_max + 0.5, color="0.3", linestyle="--", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=f"{kind} step", xlabel="problem size", ylabel="teacher-forced accuracy", ylim=(-0.03, 1.03))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels))
+    return fig

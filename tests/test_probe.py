@@ -1,0 +1,70 @@
+"""The step probe (retune.probe): which contexts it picks per step kind, how it counts, and that it skips a
+pretrained model it may not fetch."""
+import random
+
+import pytest
+
+from retune import probe
+from retune.profiles import load_profile
+from retune.tasks import TASKS, get_task
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_step_contexts_are_the_top_steps_and_the_base_at_the_bottom(name):
+    task = get_task(name)
+    problem = task.sample(4, random.Random(0))
+    steps = probe.step_contexts(task, problem)
+    kinds = [k for _, _, k in steps]
+    assert {"call", "combine", "base"} <= set(kinds) and kinds[-1] == "base" and kinds.count("base") == 1
+    top = task.top_context(problem, "retuning")
+    assert all(c.startswith(top) for c, _, k in steps if k != "base")  # the steps that see the whole problem
+    assert not steps[-1][0].startswith(top)  # the base step is a fresh context of the smallest sub-problem
+
+
+class WrongAfterReturn:
+    """Right on every context except those holding a returned sub-answer (the combine steps)."""
+
+    def exact(self, contexts, targets):
+        return ["\nReturn: " not in c for c in contexts]
+
+
+def test_step_accuracy_counts_each_kind_per_size():
+    rows = probe.step_accuracy("addition", WrongAfterReturn(), [2, 3, 5], n=4, seed=0)
+    by = {(r["size"], r["kind"]): r for r in rows}
+    assert set(by) == {(s, k) for s in (2, 3, 5) for k in probe.KINDS}
+    for s in (2, 3, 5):
+        assert by[(s, "call")]["accuracy"] == 1.0 and by[(s, "base")]["accuracy"] == 1.0
+        assert by[(s, "combine")]["accuracy"] == 0.0 and by[(s, "combine")]["total"] == 4
+        assert by[(s, "combine")]["ci_high"] > 0.0  # a Wilson interval, not a point
+
+
+def test_probe_sizes_step_and_keep_the_largest():
+    sizes = lambda **spec: probe.probe_sizes(load_profile("smoke", {"step_probe": spec}))  # noqa: E731
+    assert sizes(sizes=[2, 16], every=2) == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert sizes(sizes=[2, 15], every=4) == [2, 6, 10, 14, 15]
+    assert sizes(sizes=[2, 4], every=1) == [2, 3, 4]
+
+
+def test_pretrained_part_is_skipped_with_a_message_when_not_fetched_and_not_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETUNE_MODELS", str(tmp_path / "empty"))
+    said = []
+    profile = load_profile("smoke")
+    assert profile.step_probe.fetch is False
+    assert probe.pretrained_run(profile, 0, said.append) is None
+    assert "smollm2-135m is not fetched" in said[0] and "make smollm2" in said[0]
+    assert not (tmp_path / "empty").exists()  # nothing downloaded
+    assert probe.pretrained_run(load_profile("smoke", {"step_probe": {"model": None}}), 0, said.append) is None
+
+
+def test_cpu_profile_fetches_the_real_model_for_the_probe():
+    spec = load_profile("cpu").step_probe
+    assert spec.model == "smollm2-135m" and spec.fetch is True
+
+
+def test_plot_has_one_panel_per_kind():
+    import pandas as pd
+
+    rows = probe.step_accuracy("addition", WrongAfterReturn(), [2, 3], n=2, seed=0)
+    df = pd.DataFrame([dict(r, model="m") for r in rows])
+    fig = probe.plot_step_probe(df, trained_max=2)
+    assert [ax.get_title() for ax in fig.axes] == ["call step", "combine step", "base step"]

@@ -1,0 +1,60 @@
+"""The `smol` profile: SmolLM2-135M with the paper's LoRA adapter. The GPU run itself is `make reproduce
+PROFILE=smol`; here the same profile, moved to CPU with a few steps, trains and evaluates one task end to end
+(smol-smoke): with a tiny LLaMA made from a GGUF file (always), and with the real SmolLM2 under the `model`
+marker when it has been fetched."""
+import pytest
+import torch
+
+from retune import experiments, presets
+from retune.model import PAPER_LORA
+from retune.profiles import load_profile
+
+from _tiny_gguf import write_tiny_gguf
+
+
+def test_smol_profile_is_smollm2_with_the_papers_adapter_on_a_gpu():
+    p = load_profile("smol")
+    assert p.model.source == "smollm2-135m" and presets.is_preset(p.model.source)
+    assert p.train.lora == PAPER_LORA
+    assert p.train.bf16 is True and p.eval.device == "cuda" and p.eval.dtype in ("bfloat16", "float16")
+    assert p.tasks == ["addition", "dp", "parity"] and p.methods == ["baseline", "scratchpad", "retuning"]
+    for key in ("data", "runs", "results", "figures"):
+        assert getattr(p.paths, key).split("/")[-1] == "smol"  # never the cpu profile's directories
+
+
+def smol_smoke(tmp_path, model: str, dtype: str = "float32"):
+    """The smol profile on CPU, a couple of steps, addition with Re-Tuning only."""
+    dirs = {key: str(tmp_path / key) for key in ("data", "runs", "results", "figures")}
+    return load_profile("smol", {"paths": dirs, "model": {"source": model}, "threads": 1,
+                                 "train": {"max_steps": 2, "batch_size": 4, "warmup_steps": 0, "bf16": False,
+                                           "sizes": {"addition": 2}, "problems_per_size": 2},
+                                 "eval": {"sizes": {"addition": [2, 3]}, "problems_per_size": 1, "batch_size": 4,
+                                          "device": "cpu", "dtype": dtype},
+                                 "limits": {"new_tokens": 24}})
+
+
+def train_and_evaluate(profile):
+    run_dir = experiments.trained(profile, "addition", "retuning", 0)
+    assert (run_dir / "adapter").is_dir() and not (run_dir / "model").exists()  # LoRA: only the adapter is saved
+    traces = experiments.evaluate_run(profile, run_dir, "addition", "retuning", 0, progress=False)
+    assert sorted(t.size for t in traces) == [2, 3]
+    rows = experiments.rows(traces, model=experiments.model_label(profile))
+    assert all(r["contexts"] >= 1 for r in rows)
+    return run_dir
+
+
+def test_smol_smoke_with_a_tiny_gguf_model(tmp_path):
+    gguf_file = tmp_path / "tiny.gguf"
+    write_tiny_gguf(gguf_file)
+    model_dir = presets.convert(gguf_file, tmp_path / "tiny-smol")
+    run_dir = train_and_evaluate(smol_smoke(tmp_path, str(model_dir)))
+    generator = experiments.hf_generator(smol_smoke(tmp_path, str(model_dir), "bfloat16"), run_dir)  # eval dtype
+    assert next(generator.model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not presets.is_fetched("smollm2-135m"), reason="SmolLM2 not fetched (make smollm2)")
+def test_smol_smoke_with_smollm2(tmp_path):
+    profile = smol_smoke(tmp_path, "smollm2-135m")
+    assert experiments.base_model(profile, 0) == str(presets.preset_path("smollm2-135m"))
+    train_and_evaluate(profile)
