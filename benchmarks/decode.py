@@ -1,7 +1,7 @@
 """Benchmark of the recursive decoder (not a test): 100 addition problems of 20 digits, Re-Tuning.
 
 What is measured, honestly:
-- The model is the tiny LLaMA of MEASURED.md (hidden 128, 4 layers, 4 heads, char vocabulary) with *random*
+- The model is the cpu profile's tiny LLaMA (hidden 128, 4 layers, 4 heads, char vocabulary) with *random*
   weights. A random model never writes `Call:`, so every row is *forced* to emit the oracle's tokens
   (HFGenerator(forced=...)): the model still runs its full forward pass at every step, KV cache and all, and
   only the choice of the next token is replaced. The cost is therefore that of greedy decoding with a model
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--reference-subset", type=int, default=5, help="problems timed for (a), scaled to --n")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=128, help="tiny model width (MEASURED.md: 128)")
+    ap.add_argument("--hidden", type=int, default=128, help="tiny model width (the cpu profile: 128)")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()

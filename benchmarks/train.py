@@ -54,7 +54,7 @@ def main():
     examples, _ = tokenize(addition_records(800), tok, 2048)
     config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, save_steps=10**9, logging_steps=10**9,
                          progress=False)
-    model_config = TinyConfig()  # MEASURED's tiny LLaMA: hidden 128, 4 layers
+    model_config = TinyConfig()  # the cpu profile's tiny LLaMA: hidden 128, 4 layers
 
     # The batches the Trainer will see (epoch 0 of the seeded sampler), collated the same way for the plain loop.
     order = list(LengthGroupedSampler([len(e["input_ids"]) for e in examples], args.batch_size, config.seed))

@@ -1,7 +1,7 @@
 """Models: a tiny LLaMA built from a config with a character tokenizer (CPU), or a pretrained causal LM.
 
 The encoding functions here are the single source of token ids for both training and decoding, so the ids a
-model is trained on are the ids it is fed at inference (SPEC §1: no BOS, EOS after every target).
+model is trained on are the ids it is fed at inference (no BOS, EOS after every target; docs/protocol.md, "Training examples").
 
 The contract decoders must keep (tests/test_model.py checks it with the character tokenizer, a SentencePiece-like
 BPE and SmolLM2's byte-level BPE): a context is encoded on its own (`encode_context`), the model generates from
@@ -97,7 +97,7 @@ def encode_example(tokenizer, prompt: str, target: str) -> tuple[list[int], list
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 
-# SPEC §5: the paper's adapter. alpha = r, so the LoRA update is scaled by 1.
+# The paper's adapter (docs/protocol.md, "Reference training settings"). alpha = r, so the LoRA update is scaled by 1.
 PAPER_LORA = {"r": 64, "lora_alpha": 64, "lora_dropout": 0.05,
               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 

@@ -1,7 +1,7 @@
 """Task-agnostic pre-training of the tiny base model: the CPU stand-in for LLaMA's generic skills.
 
 A pretrained LLaMA can already read and copy digit strings far longer than anything it is fine-tuned on; a tiny
-model trained from scratch cannot, and that is what breaks its recursion out of distribution (issue 6). So before
+model trained from scratch cannot, and that is what breaks its recursion out of distribution (research/RESULTS.md). So before
 fine-tuning, the tiny model learns string skills the three tasks lean on, on lengths well past the fine-tuning
 range, in formats unlike the tasks' prompts: copy a sequence, drop its first item, drop the first item of two
 sequences at once, put an item in front. Sequences are digit strings, bit lists and small-integer lists.
