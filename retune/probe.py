@@ -25,12 +25,17 @@ KINDS = ("call", "combine", "base")
 
 
 def step_contexts(task, problem, method: str = "retuning") -> list[tuple[str, str, str]]:
-    """(context, target, kind) of the top node's call and combine steps and of the base step at the bottom of
-    the problem's oracle call tree (its deepest node, a problem of the smallest size)."""
+    """(context, target, kind) of the top node's call steps, of the highest combine step and of the base step at
+    the bottom of the problem's oracle call tree (its deepest node, a problem of the smallest size)."""
     tree = oracle_tree(task, problem, method)
-    deepest = max(tree.walk(), key=lambda nd: nd[1])[0]
-    out = [c for c in tree.contexts(method) if c[2] in ("call", "combine")]
-    return out + [c for c in deepest.contexts(method) if c[2] == "base"]
+    nodes = list(tree.walk())  # pre-order: the highest node first
+    deepest = max(nodes, key=lambda nd: nd[1])[0]
+    out = [c for c in tree.contexts(method) if c[2] == "call"]
+    # The highest combine step: the top's own, or (DP, whose top ends at its second call's return) the first
+    # node below it that combines (docs/protocol.md, "DP").
+    combine = next(([c for c in nd.contexts(method) if c[2] == "combine"] for nd, _ in nodes
+                    if any(c[2] == "combine" for c in nd.contexts(method))), [])
+    return out + combine + [c for c in deepest.contexts(method) if c[2] == "base"]
 
 
 def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclude: set[str] = frozenset(),

