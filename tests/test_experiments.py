@@ -147,18 +147,19 @@ def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
     assert [t.problem for t in ex.traces_of(p, [{"task": "parity", "method": "retuning", "seed": 0}])] == problems
 
 
-def memorised_run(tmp_path) -> Path:
+def memorised_run(tmp_path, records=()) -> Path:
     """A finished run directory holding the tiny model that memorised every parity Re-Tuning context of 1-3 bits:
     it writes calls and returns, and on the shortest problems its greedy choices have margins far wider than bf16's
-    rounding, so there a bf16 evaluation must decode what the fp32 one decodes (on 3 bits one choice in 14 flips)."""
+    rounding, so there a bf16 evaluation must decode what the fp32 one decodes (on 3 bits one choice in 14 flips).
+    Its run.json names a dataset of `records` (none by default: every problem is fresh)."""
     from retune import data
     from _tiny_model import memorised_parity_model
 
     model, tok = memorised_parity_model()
     run = tmp_path / "runs" / "parity-retuning-memorised"
     T.save_model(model, tok, run, lora=False)
-    dataset = tmp_path / "data" / "none.jsonl"  # nothing was trained from a file: every problem is fresh
-    data.write([], dataset, {"task": "parity", "method": "retuning", "seed": 0, "variant": 0})
+    dataset = tmp_path / "data" / "none.jsonl"
+    data.write(list(records), dataset, {"task": "parity", "method": "retuning", "seed": 0, "variant": 0})
     (run / "run.json").write_text(json.dumps({"data": [{"task": "parity", "method": "retuning",
                                                         "path": str(dataset)}], "config": {"seed": 0}}))
     (run / "measurements.json").write_text("{}")
@@ -188,6 +189,71 @@ def test_the_eval_loader_places_and_casts_the_model(tmp_path):
     model, _ = T.load_trained(run, merge=True, device="cpu", dtype="bfloat16")
     assert T.placement(model) == {"device": "cpu", "dtype": "bfloat16"}
     assert T.placement(T.load_trained(run)[0]) == {"device": "cpu", "dtype": "float32"}
+
+
+def test_a_base_model_is_evaluated_like_a_run(tmp_path, capsys):
+    """--model (a model we did not train; no training set, nothing excluded) goes through the same evaluation as
+    --run: the same weights give the same numbers."""
+    from _tiny_model import memorised_parity_model
+
+    run = memorised_run(tmp_path)  # its dataset is empty: nothing excluded either
+    base = tmp_path / "base"
+    model, tok = memorised_parity_model()
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    profile = write_profile(tmp_path)
+    common = ["--profile", profile, "--sizes", "1-2", "--n", "8"]
+    as_run = eval_cli([*common, "--run", str(run)], capsys)
+    as_model = eval_cli([*common, "--model", str(base), "--task", "parity", "--method", "retuning"], capsys)
+    assert as_model["model"] == str(base) and "run" not in as_model
+    assert (as_model["backend"], as_model["device"], as_model["dtype"]) == ("hf", "cpu", "float32")
+    assert as_model["by_size"] == as_run["by_size"] and as_model["splits"] == as_run["splits"]
+    assert sum(r["correct"] for r in as_model["by_size"]) > 0
+    from retune.cli import main
+
+    for bad in (["--run", str(run)], ["--backend", "oracle", "--task", "parity", "--method", "retuning"],
+                ["--task", "parity", "--method", "retuning"]):
+        model_dir = str(run) if bad[-1] == "retuning" and len(bad) == 4 else str(base)
+        assert main(["eval", "--profile", profile, "--model", model_dir, *bad]) == 2, bad
+    err = capsys.readouterr().err
+    assert "give one of them" in err and "--model is evaluated with --backend hf" in err and "with --run" in err
+
+
+def test_the_oracle_backend_checks_the_pipeline_and_writes_out(tmp_path, capsys):
+    profile = write_profile(tmp_path)
+    argv = ["--profile", profile, "--backend", "oracle", "--task", "parity", "--method", "retuning",
+            "--sizes", "2-4", "--n", "3"]
+    out = eval_cli([*argv, "--out", str(tmp_path / "o")], capsys)
+    assert out["backend"] == "oracle" and "device" not in out and "dtype" not in out
+    assert [(r["size"], r["correct"], r["n"]) for r in out["by_size"]] == [(s, 3, 3) for s in (2, 3, 4)]
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert {k: summary[k] for k in out} == out
+    assert summary["settings"]["eval"]["sizes"]["parity"] == [2, 4] and summary["seeds"]["eval"] == 0
+    assert summary["versions"]["python"] and "torch" in summary["versions"]
+    traces = ex.load_traces(tmp_path / "o" / "traces.jsonl")
+    assert [t.problem for t in traces] == ex.eval_problems("parity", (2, 4), 3, 0)
+    # --sizes and --n are shorthands for the profile keys: the same evaluation either way
+    longhand = ["--profile", profile, "--backend", "oracle", "--task", "parity", "--method", "retuning",
+                "--set", "eval.sizes.parity=[2, 4]", "--set", "eval.problems_per_size=3"]
+    assert eval_cli(longhand, capsys) == {k: v for k, v in out.items() if k != "out"}
+
+
+def test_the_oracle_over_a_run_never_sees_its_training_problems(tmp_path, capsys):
+    from retune import data
+    from _tiny_model import parity_problems
+
+    records = data.build("parity", "retuning", sizes=(3, 3), n=6, seed=0, progress=False)
+    run = memorised_run(tmp_path, records)
+    trained = ex.trained_contexts(run)
+    seen = [p for p in parity_problems((3,)) if get_task("parity").top_context(p, "retuning") in trained]
+    assert 0 < len(seen) < 8
+    out = eval_cli(["--profile", write_profile(tmp_path), "--backend", "oracle", "--run", str(run), "--sizes", "3",
+                    "--n", "8", "--out", str(tmp_path / "o")], capsys)
+    assert (out["run"], out["task"], out["backend"]) == (str(run), "parity", "oracle")
+    problems = [t.problem for t in ex.load_traces(tmp_path / "o" / "traces.jsonl")]
+    assert problems == ex.eval_problems("parity", (3, 3), 8, 0, exclude=trained)
+    assert len(problems) == 8 - len(seen)  # every three-bit problem not trained on
+    assert not {get_task("parity").top_context(p, "retuning") for p in problems} & trained
 
 
 @pytest.mark.gpu

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from retune import data, evaluate as evaluate_module, files
+from retune import data, evaluate as evaluate_module, experiments as ex, files
 from retune.cli import main
 from retune.decode import Generation, Limits, OracleGenerator, Trace, TraceNode, decode, load_traces, save_traces
-from retune.evaluate import evaluate
+from retune.profiles import load_profile
 from retune.inspect import export_html, trace_html
 from retune.model import resolve_model
 from retune.tasks import TASKS, Malformed, get_task
@@ -172,15 +172,17 @@ def test_files_get_the_umasks_mode(tmp_path):
 # --- 3, 4: output paths are checked before any work ------------------------------------------------------------
 @pytest.fixture
 def no_work(monkeypatch):
-    """Fail loudly if a dataset build or a decoding starts."""
+    """Fail loudly if a dataset build, a training run, a model load, sampling or decoding starts."""
     def refuse(*a, **k):
         raise AssertionError("work started before the output path was checked")
     monkeypatch.setattr(data, "iter_records", refuse)
-    monkeypatch.setattr(evaluate_module, "decode", refuse)
+    for name in ("decode", "eval_problems", "trained", "pretrained_generator", "hf_generator"):
+        monkeypatch.setattr(ex, name, refuse)
 
 
 DATA = ["data", "--task", "parity", "--method", "retuning", "--sizes", "1-3", "--n", "2", "--quiet"]
-EVAL = ["eval", "--task", "parity", "--sizes", "2-3", "--n", "2"]
+EVAL = ["eval", "--backend", "oracle", "--task", "parity", "--method", "retuning", "--sizes", "2-3", "--n", "2"]
+EVAL_HF = ["eval", "--profile", "smoke", "--task", "parity", "--method", "retuning"]  # would train, then decode
 
 
 def test_special_files_at_out_are_never_replaced(tmp_path, capsys, no_work):
@@ -223,10 +225,12 @@ def test_bad_data_out_is_one_line_exit_2_before_work(tmp_path, capsys, monkeypat
 def test_bad_eval_out_is_one_line_exit_2_before_work(tmp_path, capsys, no_work):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    for out in (str(a_file), str(a_file / "sub"), ""):
-        assert run([*EVAL, "--out", out]) == 2, out
-        err = capsys.readouterr().err
-        assert err.startswith("retune eval: error: --out") and err.count("\n") == 1, out
+    for argv in (EVAL, EVAL_HF):
+        for out in (str(a_file), str(a_file / "sub"), str(a_file / "a" / "b"), ""):
+            assert run([*argv, "--out", out]) == 2, (argv, out)
+            err = capsys.readouterr().err
+            assert err.startswith("retune eval: error: --out") and err.count("\n") == 1, (argv, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"] and a_file.read_text() == "x"
 
 
 def test_unwritable_directory_is_refused(tmp_path, capsys, monkeypatch, no_work):
@@ -245,12 +249,18 @@ def test_unwritable_directory_is_refused(tmp_path, capsys, monkeypatch, no_work)
 
 
 def test_eval_writes_the_summary_last(tmp_path, monkeypatch):
-    """A failure while saving traces must not leave a summary beside missing or empty traces."""
+    """A failure while saving traces must not leave a summary beside missing or empty traces (nor an older
+    evaluation's summary), and leaves no directory it created."""
+    old = tmp_path / "old"
+    assert run([*EVAL, "--out", str(old)]) == 0 and (old / "summary.json").is_file()
+
     def broken(path, traces):
         raise OSError("disk full")
-    monkeypatch.setattr(evaluate_module, "save_traces", broken)
-    assert run([*EVAL, "--out", str(tmp_path)]) == 2
+    monkeypatch.setattr(ex, "save_traces", broken)
+    assert run([*EVAL, "--out", str(old)]) == 2
     assert not list(tmp_path.rglob("summary.json"))
+    assert run([*EVAL, "--out", str(tmp_path / "new" / "deeper")]) == 2
+    assert not (tmp_path / "new").exists()
 
 
 # --- 5, 6, 13: bounds, declared per task, said before starting -------------------------------------------------
@@ -269,14 +279,54 @@ def test_data_bounds_fail_at_once(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_a_size_beyond_the_tasks_maximum_is_a_clear_error(task, tmp_path, capsys):
-    too_big = TASKS[task].max_size + 1
-    assert run(["eval", "--task", task, "--sizes", str(too_big), "--n", "1", "--out", str(tmp_path)]) == 2
-    assert f"at most {TASKS[task].max_size}" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=f"sizes: at most {TASKS[task].max_size}"):
+def test_a_size_beyond_the_tasks_maximum_is_a_clear_error(task, tmp_path, capsys, no_work):
+    too_big, top = TASKS[task].max_size + 1, TASKS[task].max_size
+    for sizes in (str(too_big), f"1-{10 ** 12}"):
+        for argv in (EVAL_HF, ["eval", "--backend", "oracle", "--task", task, "--method", "retuning"]):
+            argv = [a if a != "parity" else task for a in argv]
+            start = time.perf_counter()
+            assert run([*argv, "--sizes", sizes, "--n", "1", "--out", str(tmp_path / "out")]) == 2
+            err = capsys.readouterr().err
+            assert f"eval.sizes.{task} (--sizes): size must be in 1..{top}" in err and err.count("\n") == 1
+            assert time.perf_counter() - start < 5
+    assert run(["eval", "--backend", "oracle", "--task", task, "--method", "retuning", "--set",
+                f"eval.sizes.{task}=[1, {too_big}]"]) == 2  # --sizes is only a shorthand for this key
+    assert f"size must be in 1..{top}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_library_refuses_a_size_beyond_the_tasks_maximum(task):
+    too_big, top = TASKS[task].max_size + 1, TASKS[task].max_size
+    with pytest.raises(ValueError, match=f"sizes: at most {top}"):
         data.build(task, "retuning", sizes=(too_big, too_big), n=1, progress=False)
-    with pytest.raises(ValueError, match=f"size must be in 1..{TASKS[task].max_size}"):
-        evaluate_module.sample_problems(get_task(task), [too_big], 1, 0)
+    with pytest.raises(ValueError, match=f"size must be in 1..{top}"):
+        ex.eval_problems(task, (1, 10 ** 12), 1, 0)  # at once, not after walking the range
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n", "1000000000000"], "eval.problems_per_size (--n) must be in 1..10000"),
+    (["--set", "eval.problems_per_size=10001"], "eval.problems_per_size (--n) must be in 1..10000"),
+    (["--sizes", "1-1000", "--n", "1000"], "problems; at most 100000"),
+])
+def test_eval_bounds_fail_at_once(tmp_path, capsys, argv, message, no_work):
+    start = time.perf_counter()
+    assert run([*EVAL[:-4], *argv, "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert time.perf_counter() - start < 5 and list(tmp_path.iterdir()) == []
+
+
+def test_traces_that_would_not_fit_in_memory_are_refused(tmp_path, capsys, monkeypatch, no_work):
+    monkeypatch.setattr(ex, "available_memory", lambda: 1000)
+    assert run([*EVAL, "--out", str(tmp_path / "out")]) == 2
+    assert "more than the 0.0 GB of memory available" in capsys.readouterr().err
+
+
+def test_eval_bounds_are_in_the_help(capsys):
+    assert run(["eval", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name} {cls.max_size}" in text for name, cls in TASKS.items())
+    assert f"{ex.MAX_EVAL_N:,} problems per size" in text and f"{ex.MAX_EVAL_PROBLEMS:,} in all" in text
 
 
 def test_data_says_what_it_will_build_first(tmp_path, capsys):
@@ -319,9 +369,12 @@ def test_the_largest_size_of_every_task_runs_end_to_end(task, tmp_path):
     oracle = OracleGenerator.for_problems(spec, [problem], "retuning")
     [solved] = decode(spec, [problem], "retuning", oracle, limits)
     assert solved.correct and solved.contexts >= size
-    summary, _ = evaluate(spec, "retuning", [size], 1, OracleGenerator.for_problems(
-        spec, evaluate_module.sample_problems(spec, [size], 1, 0), "retuning"), limits=limits)
-    assert summary["accuracy"] == 1.0
+    # the evaluation `retune eval --backend oracle` runs (problem stream, decoding, rows, summary)
+    profile = load_profile("smoke", {"eval": {"sizes": {task: [size, size]}, "problems_per_size": 1},
+                                     "limits": {"depth": 4 * size}})
+    result = ex.evaluate_command(profile, task=task, method="retuning", backend="oracle", out=tmp_path / "eval")
+    assert [(r["size"], r["correct"], r["n"]) for r in result["by_size"]] == [(size, 1, 1)]
+    assert load_traces(tmp_path / "eval" / "traces.jsonl")[0].contexts >= size
     # a model that keeps calling makes a trace as deep as the limits allow (deeper than Python's recursion limit)
     [deep] = decode(spec, [problem], "retuning", Endless(), Limits(depth=1200))
     assert deep.error in ("depth_limit", "tree_limit") and max(n.depth for n in deep.root.walk()) > 1000
@@ -377,12 +430,15 @@ def test_a_mistyped_run_is_no_such_model_directory_at_once(tmp_path, capsys, mon
         assert time.perf_counter() - start < 5
 
 
-def test_an_empty_directory_is_no_model_here(tmp_path, capsys, no_network):
+def test_an_empty_directory_is_no_model_here(tmp_path, capsys, no_network, no_work):
     (tmp_path / "empty").mkdir()
-    assert run(["eval", "--backend", "hf", "--model", str(tmp_path / "empty"), "--task", "parity", "--sizes", "2",
-                "--n", "1", "--out", str(tmp_path / "out")]) == 2
+    assert run(["eval", "--backend", "hf", "--model", str(tmp_path / "empty"), "--task", "parity", "--method",
+                "retuning", "--sizes", "2", "--n", "1", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "no model here" in err and "sentencepiece" not in err.lower()
+    assert "no model here" in err and "sentencepiece" not in err.lower() and err.count("\n") == 1
+    assert run(["eval", "--model", "someone/typo-model", "--task", "parity", "--method", "retuning"]) == 2
+    assert "no such model directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
 def test_the_hub_only_when_allowed(monkeypatch):
@@ -493,17 +549,21 @@ def test_generators_refuse_token_limits_below_one():
 # --- fuzz: random arguments, never a traceback, never a file unless success ------------------------------------
 OPTIONS = {
     "data": ["--task", "--method", "--distribution", "--sizes", "--n", "--seed", "--variant", "--out"],
-    "eval": ["--backend", "--task", "--sizes", "--n", "--method", "--seed", "--variant", "--trained-max",
-             "--batch-size", "--depth-limit", "--call-limit", "--max-new-tokens", "--out"],
+    "eval": ["--backend", "--task", "--sizes", "--n", "--method", "--seed", "--variant", "--profile", "--set",
+             "--device", "--dtype", "--out"],
 }
 SMALL = ["1", "2", "3"]
 GOOD = {"--task": list(TASKS), "--method": ["baseline", "retuning", "scratchpad", "inline", "no_carryover"],
         "--distribution": ["scaled", "efficiency"], "--backend": ["oracle"], "--sizes": ["1-3", "2", "2,4", "3-3"],
         "--out": ["out.jsonl", "o/x.jsonl", "results"], "--variant": ["0", "1", "3"], "--seed": ["0", "1", "0,1"]}
+GOOD_EVAL = {"--sizes": ["1-3", "2", "3-3"], "--seed": ["0", "1"], "--out": ["results", "o/deeper", "."],
+             "--profile": ["smoke", "cpu"], "--device": ["cpu", "auto"], "--dtype": ["float32", "bfloat16"],
+             "--set": ["limits.calls=4", "limits.depth=40", "eval.batch_size=8", "train.sizes.parity=2"]}
+NEVER_LEFT_OUT = ("--task", "--method", "--out", "--backend")  # without --backend, hf would train a model
 
 
-def good_value(rng: random.Random, option: str) -> str:
-    return rng.choice(GOOD.get(option, SMALL))
+def good_value(rng: random.Random, command: str, option: str) -> str:
+    return rng.choice((GOOD_EVAL if command == "eval" else {}).get(option) or GOOD.get(option, SMALL))
 
 
 def junk_value(rng: random.Random) -> str:
@@ -521,9 +581,9 @@ def junk_value(rng: random.Random) -> str:
 def fuzz_argv(rng: random.Random, workdir: Path) -> list[str]:
     """A valid small command with zero to three options replaced by junk or left out."""
     command = rng.choice(["data", "eval"])
-    values = {option: good_value(rng, option) for option in OPTIONS[command]}
+    values = {option: good_value(rng, command, option) for option in OPTIONS[command]}
     for option in rng.sample(OPTIONS[command], rng.choice([0, 1, 1, 2, 3])):
-        if rng.random() < 0.15 and option not in ("--task", "--method", "--out"):
+        if rng.random() < 0.15 and option not in NEVER_LEFT_OUT:
             del values[option]
         else:
             values[option] = junk_value(rng)
@@ -553,6 +613,10 @@ def test_fuzz_the_cli(tmp_path, monkeypatch, capsys):
         left = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.name != "f")
         if code != 0:
             assert left == [], (argv, left)
-        codes.append(code)
-    assert 50 < codes.count(0) < 250  # both outcomes well exercised
+        elif argv[0] == "eval":  # a whole evaluation: its traces, then its summary
+            out = Path(next(a for a in argv if a.startswith("--out=")).split("=", 1)[1])
+            assert {"traces.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}, argv
+        codes.append((argv[0], code))
+    assert 50 < sum(code == 0 for _, code in codes) < 250  # both outcomes well exercised
+    assert codes.count(("eval", 0)) > 20 and codes.count(("eval", 2)) > 20
     assert time.perf_counter() - started < 240
