@@ -105,7 +105,7 @@ def test_eval_cli_names_the_make_target_when_the_preset_is_missing(tmp_path, mon
     from retune.cli import main
 
     monkeypatch.setenv("RETUNE_MODELS", str(tmp_path / "empty"))
-    code = main(["eval", "--backend", "hf", "--model", "smollm2-135m", "--task", "addition", "--sizes", "2",
+    code = main(["eval", "--backend", "hf", "--model", "smollm2-135m", "--task", "addition", "--method", "retuning", "--sizes", "2",
                  "--n", "1", "--out", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
