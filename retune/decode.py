@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
 from .files import atomic_write_text
-from .tasks import RECURSIVE_METHODS, SOLUTION, Malformed, Node, Task, check_method, return_text
+from .tasks import RECURSIVE_METHODS, SOLUTION, Malformed, Task, check_method, return_text
 from .tasks.base import CALL_MARK, node_answer
 
 # --- error kinds -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .decode import Trace, TraceNode
 from .evaluate import first_departure, oracle_tree

@@ -4,7 +4,6 @@ failures page renders with its first error red and its Re-Tuning trees nested, a
 
 Skipped with a reason when Chromium, chromedriver, selenium or JupyterLab is missing (`.ci/run` installs them).
 Screenshots go to tests/screenshots/ (git-ignored): look at them to see what a person sees."""
-import json
 import os
 import shutil
 import socket

@@ -2,7 +2,6 @@
 same papermill runner `make reproduce` uses, and leaves the tables, figures and inspector page it promises.
 Numbers from a smoke model mean nothing; the plumbing is what is tested. About two to four minutes."""
 import json
-from pathlib import Path
 
 import nbformat
 import pandas as pd

@@ -1,6 +1,5 @@
 """docs/protocol.md against the code: every example in it is what the code renders now; the DP top level is two
 contexts in the data `retune data` writes."""
-import json
 import random
 from collections import Counter
 from pathlib import Path

@@ -4,7 +4,6 @@ Kills are simulated in-process (a write step monkeypatched to raise) and for rea
 a chosen step); bad paths must be refused before any work; the largest size of every task must survive data,
 oracle evaluation, trace save/load and HTML export; no model name reaches the network unless the user opted in.
 """
-import json
 import os
 import random
 import signal

@@ -1,7 +1,6 @@
 """The notebook runner on a temporary folder of trivial notebooks, and profile loading. A kernel starts in about
 a second, so each notebook run here costs one or two seconds."""
 import json
-import sys
 from pathlib import Path
 
 import nbformat
