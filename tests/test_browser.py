@@ -37,6 +37,7 @@ if not (CHROMIUM and DRIVER):
                 allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[dev]')")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
@@ -139,8 +140,14 @@ def lab(shipped):
 
 
 def trace_header(driver) -> str:
-    heads = driver.find_elements(By.CSS_SELECTOR, ".widget-html .retune-trace > div")
-    return heads[0].text if heads else ""
+    """The shown trace's header line; read again when the widget re-renders under the read (a stale element)."""
+    for _ in range(20):
+        try:
+            heads = driver.find_elements(By.CSS_SELECTOR, ".widget-html .retune-trace > div")
+            return heads[0].text if heads else ""
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return ""
 
 
 def dropdown(driver, name: str) -> Select:
@@ -150,7 +157,7 @@ def dropdown(driver, name: str) -> Select:
 
 def test_jupyterlab_run_all_shows_the_traces_and_the_controls_change_the_tree(browser, lab, shipped):
     browser.get(f"{lab}/lab/tree/inspector.ipynb")
-    wait = WebDriverWait(browser, 60, poll_frequency=0.5)
+    wait = WebDriverWait(browser, 60, poll_frequency=0.5, ignored_exceptions=[StaleElementReferenceException])
     wait.until(lambda d: d.execute_script(
         "const app = window.jupyterapp; const w = app && app.shell.currentWidget;"
         "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
