@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .model import (TinyConfig, char_tokenizer, encode_example, load_pretrained, resolve_model, tiny_llama, torch_dtype,
                     with_lora)
+from .data import file_sha256
 from .profiles import Recipe, build
 
 
@@ -237,14 +238,6 @@ def placement(model) -> dict:
 
 
 # --- the run cache ---------------------------------------------------------------------------------------
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def data_identity(path) -> dict:
     """sha256, task and method of a dataset. The sha256 is always the file's own: a manifest is only trusted
