@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--schedule", default="linear", help="transformers schedule name, e.g. linear, cosine")
     ap.add_argument("--top", type=int, default=None, help="largest training size (default: the cpu profile's)")
     ap.add_argument("--per-size", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=128)
@@ -32,32 +33,37 @@ def main():
     ap.add_argument("--eval-n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pretrain", action="store_true", help="start from the cpu profile's generic base")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    over = {"pretrain": None,
+    over = {"paths": {"data": "runs/probe-data"},  # probe datasets stay out of data/
             "model": {"tiny": {"hidden_size": args.hidden, "num_hidden_layers": args.layers,
                                "intermediate_size": 4 * args.hidden}},
             "train": {"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": args.warmup,
-                      "problems_per_size": args.per_size,
+                      "problems_per_size": args.per_size, "lr_schedule": args.schedule,
                       "by_task": {args.task: {"max_steps": args.steps, "batch_size": args.batch, "lr": args.lr}}}}
+    if not args.pretrain:
+        over["pretrain"] = None
     if args.top:
         over["train"]["sizes"] = {args.task: args.top}
     profile = load_profile("cpu", over)
     top = profile.train.sizes[args.task]
     start = time.time()
     run = ex.trained(profile, args.task, args.method, args.seed)
-    traces = ex.evaluate_run(profile, run, args.task, args.method, args.seed, sizes=(2, top), n=args.eval_n,
-                             progress=False)
+    # validation problems (stream "valid"), never the reported evaluation problems
+    problems = ex.eval_problems(args.task, (2, top), args.eval_n, args.seed, exclude=ex.trained_contexts(run),
+                                stream="valid")
+    traces = ex.decode_with(profile, run, args.task, args.method, problems)
     m = json.loads((run / "measurements.json").read_text())
     by_size = {}
     for t in traces:
         by_size.setdefault(t.size, []).append(t.correct)
     out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
-           "warmup": args.warmup, "top": top, "per_size": args.per_size, "hidden": args.hidden,
-           "layers": args.layers, "seed": args.seed, "threads": args.threads,
+           "warmup": args.warmup, "schedule": args.schedule, "top": top, "per_size": args.per_size, "hidden": args.hidden,
+           "layers": args.layers, "pretrain": args.pretrain, "seed": args.seed, "threads": args.threads,
            "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),

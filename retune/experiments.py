@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import data, train
 from .decode import HFGenerator, Limits, OracleGenerator, decode, load_traces, save_traces
-from .files import atomic_write_text, check_output_dir
+from .files import atomic_write_text, check_output_dir, locked
 from .model import DTYPES
 from .profiles import Profile
 from .tasks import METHODS, TASKS, get_task
@@ -74,7 +74,7 @@ def train_config(profile: Profile, seed: int, task: str | None = None) -> train.
 
 
 def trained(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled",
-            n: int | None = None, variant: int = 0) -> Path:
+            n: int | None = None, variant: int = 0, progress: bool = True) -> Path:
     """A fine-tuned model's run directory (trained once, then cached by train.train)."""
     paths = [dataset(profile, task, method, seed, distribution, n, variant)]
     base = base_model(profile, seed)
@@ -83,20 +83,27 @@ def trained(profile: Profile, task: str, method: str, seed: int, distribution: s
 
         paths.append(rehearsal(asdict(profile.pretrain), paths[0], seed, where(profile, "data")))
     model_config = asdict(profile.model.tiny) if base == "tiny" else None
-    return train.train(base, paths, train_config(profile, seed, task), where(profile, "runs"), model_config)
+    config = train_config(profile, seed, task)
+    config.progress = progress
+    return train.train(base, paths, config, where(profile, "runs"), model_config)
 
 
 def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant: int = 0,
-                  exclude: set[str] = frozenset()) -> list:
+                  exclude: set[str] = frozenset(), stream: str = "eval") -> list:
     """n fresh random problems per size, seeded apart from training data (training uses the profile seed, we
     use a stream derived from the task, size and seed), and never one whose top context was trained on
-    (where the space of problems is too small for n fresh ones, fewer are returned)."""
+    (where the space of problems is too small for n fresh ones, fewer are returned).
+
+    `stream` "valid" draws a validation set apart from the reported "eval" problems: recipes are chosen on it,
+    so no reported number was used to choose the recipe behind it."""
+    if stream not in ("eval", "valid"):
+        raise ValueError(f"stream: expected 'eval' or 'valid', got {stream!r}")
     spec = get_task(task, variant)
     for size in (sizes[0], sizes[1]):
         spec.check_size(size)  # a ValueError naming the task's range, before a huge range is walked
     out = []
     for size in range(sizes[0], sizes[1] + 1):
-        rng = random.Random(f"eval/{task}/{size}/{seed}")
+        rng = random.Random(f"{stream}/{task}/{size}/{seed}")
         chosen = {}
         for _ in range(50 * n):
             if len(chosen) == n:
@@ -136,6 +143,14 @@ def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: 
     cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
     if cache.exists():
         return load_traces(cache)
+    with locked(cache):  # a second process asking for this evaluation waits, then reads it
+        if cache.exists():
+            return load_traces(cache)
+        return _evaluate(profile, run_dir, task, method, seed, variant, sizes, n, cache, progress)
+
+
+def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int, sizes, n: int,
+              cache: Path, progress: bool) -> list:
     problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
     # Decoded in chunks, each saved as it finishes, so an interrupted evaluation resumes where it stopped.
     chunk = profile.eval.chunk
@@ -251,7 +266,7 @@ def efficiency_runs(profile: Profile) -> list[dict]:
     tasks = profile.studies.efficiency_tasks or profile.tasks
     methods = profile.studies.efficiency_methods or profile.methods
     return [{"task": t, "method": m, "seed": s, "distribution": "efficiency", "n": n}
-            for t in tasks for m in methods for n in profile.studies.efficiency_n for s in profile.seeds]
+            for t in tasks for m in methods for n in profile.studies.efficiency_n for s in study_seeds(profile)]
 
 
 def variant_runs(profile: Profile) -> list[dict]:
@@ -259,14 +274,29 @@ def variant_runs(profile: Profile) -> list[dict]:
     tasks = profile.studies.variant_tasks or profile.tasks
     methods = profile.studies.variant_methods
     return [{"task": t, "method": m, "seed": s, "variant": v}
-            for t in tasks for m in methods for v in profile.studies.variants for s in profile.seeds]
+            for t in tasks for m in methods for v in profile.studies.variants for s in study_seeds(profile)]
 
 
 def ablation_runs(profile: Profile) -> list[dict]:
     """No isolation (inline) and no carry-over against full Re-Tuning."""
     tasks = profile.studies.ablation_tasks or profile.tasks
     return [{"task": t, "method": m, "seed": s} for t in tasks for m in profile.studies.ablations
-            for s in profile.seeds]
+            for s in study_seeds(profile)]
+
+
+def study_seeds(profile: Profile) -> list[int]:
+    """The seeds of the studies (06-08): `studies.seeds`, else the profile's."""
+    return profile.studies.seeds or profile.seeds
+
+
+def all_runs(profile: Profile) -> list[dict]:
+    """Every run a reproduction trains and evaluates, each once, in full form."""
+    out = []
+    for run in main_runs(profile) + efficiency_runs(profile) + variant_runs(profile) + ablation_runs(profile):
+        spec = {"distribution": "scaled", "n": None, "variant": 0} | run
+        if spec not in out:
+            out.append(spec)
+    return out
 
 
 def use_threads(profile: Profile) -> None:

@@ -6,11 +6,15 @@ later run could mistake for a finished result.
 - `atomic_write_text` and `temp_path`: a file appears under its name only once it is complete (written to a
   hidden temporary beside it, then renamed). Temporaries carry the writer's process id, so
   `remove_stale_temps` can delete those whose writer is gone (killed) without touching a live writer's.
+- `locked`: one process at a time makes a given result (two workers asking for the same run or evaluation:
+  the second waits, then finds it cached).
 
 The lowest layer: imports nothing from retune.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 from pathlib import Path
@@ -126,3 +130,17 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "s
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock on `path` (a hidden `.<name>.lock` beside it) for the block; the kernel releases it
+    when the holder dies, so a killed process never leaves a result locked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

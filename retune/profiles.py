@@ -109,6 +109,7 @@ class StudiesSection:
     variant_methods: list[str] = field(default_factory=lambda: ["retuning"])
     ablations: list[str] = field(default_factory=lambda: ["retuning", "inline", "no_carryover"])  # retuning: reference
     ablation_tasks: Union[list[str], None] = None  # null: all tasks
+    seeds: Union[list[int], None] = None  # seeds of these studies; null: the profile's seeds
 
 
 @dataclass
@@ -144,6 +145,9 @@ class Profile:
     tasks: list[str] = field(default_factory=lambda: ["addition", "dp", "parity"])
     methods: list[str] = field(default_factory=lambda: ["baseline", "scratchpad", "retuning"])
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
+    workers: int = 1  # > 1: `retune reproduce` first trains and evaluates every run in this many processes side by
+    #                   side (threads // workers torch threads each; a tiny model uses 2 one-thread processes
+    #                   better than one two-thread process), then runs the notebooks on the cached results
     model: ModelSection = field(default_factory=ModelSection)
     pretrain: Union[PretrainSection, None] = None  # null: fine-tune straight from model.source
     train: TrainSection = field(default_factory=TrainSection)

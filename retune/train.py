@@ -23,6 +23,7 @@ from pathlib import Path
 from .model import (TinyConfig, char_tokenizer, encode_example, load_pretrained, resolve_model, tiny_llama, torch_dtype,
                     with_lora)
 from .data import file_sha256
+from .files import locked
 from .profiles import Recipe, build
 
 
@@ -363,43 +364,44 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     data = [data_identity(p) for p in paths]
     key = run_key(identity, data, config)
     run_dir = Path(runs_dir) / run_name(data, key)
-    if (run_dir / "measurements.json").is_file():
-        return run_dir  # cached: nothing loaded, nothing trained
+    with locked(run_dir):  # a second process asking for this run waits, then finds it finished
+        if (run_dir / "measurements.json").is_file():
+            return run_dir  # cached: nothing loaded, nothing trained
 
-    model, tok = load_base(model_source, model_config, config.dtype)
+        model, tok = load_base(model_source, model_config, config.dtype)
 
-    lora = use_lora(config, kind)
-    if lora:
-        model = with_lora(model, lora)
-    records = [r for p in paths for r in read_jsonl(p)]
-    examples, dropped = tokenize(records, tok, config.max_length)
-    if not examples:
-        raise ValueError(f"no training examples: all {len(records)} records are longer than max_length={config.max_length}")
+        lora = use_lora(config, kind)
+        if lora:
+            model = with_lora(model, lora)
+        records = [r for p in paths for r in read_jsonl(p)]
+        examples, dropped = tokenize(records, tok, config.max_length)
+        if not examples:
+            raise ValueError(f"no training examples: all {len(records)} records are longer than max_length={config.max_length}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Local sources are recorded absolute, so load_trained can rebuild a LoRA run's base from any directory.
-    source_ref = model_source if kind == "tiny" or not Path(model_source).expanduser().is_dir() \
-        else str(Path(model_source).expanduser().resolve())
-    run = {"key": key, "model": source_ref, "model_kind": kind, "model_config": model_config, "base": identity,
-           "data": [dict(d, path=str(p)) for d, p in zip(data, paths)], "config": asdict(config),
-           "lora": lora if lora is not True else "paper"}
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Local sources are recorded absolute, so load_trained can rebuild a LoRA run's base from any directory.
+        source_ref = model_source if kind == "tiny" or not Path(model_source).expanduser().is_dir() \
+            else str(Path(model_source).expanduser().resolve())
+        run = {"key": key, "model": source_ref, "model_kind": kind, "model_config": model_config, "base": identity,
+               "data": [dict(d, path=str(p)) for d, p in zip(data, paths)], "config": asdict(config),
+               "lora": lora if lora is not True else "paper"}
+        (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
-    checkpoints = run_dir / "checkpoints"
-    resume = last_checkpoint(checkpoints)
-    trainer, counter = make_trainer(model, tok, examples, config, checkpoints, callbacks)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    train_start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_seconds = time.perf_counter() - train_start
+        checkpoints = run_dir / "checkpoints"
+        resume = last_checkpoint(checkpoints)
+        trainer, counter = make_trainer(model, tok, examples, config, checkpoints, callbacks)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        train_start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        train_seconds = time.perf_counter() - train_start
 
-    save_model(trainer.model, tok, run_dir, bool(lora))
-    m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
-                     trainer, result, resume)
-    write_json_atomic(run_dir / "measurements.json", m)  # last: marks the run finished
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return run_dir
+        save_model(trainer.model, tok, run_dir, bool(lora))
+        m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
+                         trainer, result, resume)
+        write_json_atomic(run_dir / "measurements.json", m)  # last: marks the run finished
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return run_dir
 
 
 def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:

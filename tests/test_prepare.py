@@ -1,0 +1,93 @@
+"""Training and evaluating side by side before the notebooks (retune.reproduce.prepare), the lock that keeps two
+processes from making one result twice, the studies' own seeds and the validation stream of problems."""
+import json
+import multiprocessing
+import time
+
+import pytest
+
+from retune import experiments as ex
+from retune import files
+from retune.profiles import load_profile
+from retune.reproduce import prepare
+
+
+def smoke(tmp_path, **over):
+    paths = {"data": str(tmp_path / "data"), "runs": str(tmp_path / "runs")}
+    return load_profile("smoke", {"paths": paths, "tasks": ["addition", "parity"], "studies": {
+        "efficiency_tasks": ["addition"], "efficiency_methods": ["retuning"], "efficiency_n": [3],
+        "variant_tasks": ["addition"], "ablation_tasks": ["addition"]}} | over)
+
+
+def test_all_runs_lists_each_run_once_and_studies_follow_their_own_seeds(tmp_path):
+    profile = smoke(tmp_path, seeds=[0, 1], studies={"seeds": [0], "ablation_tasks": ["addition"],
+                                                      "variant_tasks": ["addition"], "efficiency_n": [3]})
+    runs = ex.all_runs(profile)
+    keys = [json.dumps(r, sort_keys=True) for r in runs]
+    assert len(keys) == len(set(keys))
+    main = [r for r in runs if r["distribution"] == "scaled" and r["variant"] == 0
+            and r["method"] in profile.methods]
+    assert {r["seed"] for r in main} == {0, 1} and len(main) == len(profile.tasks) * 3 * 2
+    studies = [r for r in runs if r not in main]
+    assert studies and {r["seed"] for r in studies} == {0}
+    assert {r["seed"] for r in ex.ablation_runs(profile)} == {0}
+    # without studies.seeds the studies take every seed of the profile
+    assert {r["seed"] for r in ex.ablation_runs(smoke(tmp_path, seeds=[0, 1]))} == {0, 1}
+
+
+def test_prepare_trains_and_evaluates_everything_the_notebooks_then_find_cached(tmp_path):
+    profile = smoke(tmp_path, workers=2, seeds=[0, 1], studies={"seeds": [0]},
+                    pretrain={"examples": 64, "train": {"max_steps": 2, "batch_size": 8}})
+    lines = []
+    done = prepare(profile, log=lines.append, progress=False)
+    runs = ex.all_runs(profile)
+    assert len(done) == len(runs) + 2  # and one generic base per seed
+    assert sum("base seed" in line for line in lines) == 2
+    assert all(" in " in line for line in lines[1:])
+    for spec in runs:  # each finished and evaluated: the notebooks' calls return at once from the caches
+        run_dir = ex.trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"],
+                             spec["n"], spec["variant"])
+        assert (run_dir / "measurements.json").is_file()
+        cache = ex.evaluation_cache(profile, run_dir, spec["task"], spec["method"], spec["seed"],
+                                    spec["variant"], tuple(profile.eval.sizes[spec["task"]]),
+                                    profile.eval.problems_per_size)
+        assert cache.is_file()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("measurements.json")}
+    prepare(profile, log=lambda *_: None, progress=False)  # a second time: nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("measurements.json")} == before
+
+
+def test_a_failing_piece_is_named(tmp_path):
+    profile = smoke(tmp_path, workers=2, train={"max_length": 3})  # every example too long: training refuses
+    with pytest.raises(RuntimeError, match=r"(addition|parity)/\w+ seed 0 failed: ValueError: no training"):
+        prepare(profile, log=lambda *_: None, progress=False)
+
+
+def _hold(path, seconds, out):
+    with files.locked(path):
+        out.put(("in", time.time()))
+        time.sleep(seconds)
+        out.put(("out", time.time()))
+
+
+def test_locked_lets_one_process_in_at_a_time(tmp_path):
+    target = tmp_path / "result.json"
+    queue = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_hold, args=(target, 0.5, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    events = sorted((queue.get(timeout=5) for _ in range(4)), key=lambda e: e[1])
+    assert [e[0] for e in events] == ["in", "out", "in", "out"]  # never both inside
+    assert not target.exists()
+
+
+def test_validation_problems_are_apart_from_the_reported_ones():
+    test = ex.eval_problems("addition", (4, 6), 20, seed=0)
+    valid = ex.eval_problems("addition", (4, 6), 20, seed=0, stream="valid")
+    assert len(test) == len(valid) == 60
+    assert not {repr(p) for p in test} & {repr(p) for p in valid}
+    assert ex.eval_problems("addition", (4, 6), 20, seed=0) == test  # reproducible
+    with pytest.raises(ValueError, match="stream: expected 'eval' or 'valid'"):
+        ex.eval_problems("addition", (4, 6), 2, seed=0, stream="test")
