@@ -234,8 +234,8 @@ def expected_cost(profile: Profile, spec: dict) -> float:
 def prepare(profile: Profile, workers: int | None = None, log=print, progress: bool = True) -> list[tuple]:
     """Train and evaluate every run the notebooks need (retune.experiments.all_runs), plus the generic bases and
     the step probe's pretrained fine-tune, in `workers` processes side by side (default: the profile's
-    `workers`); the notebooks then read cached results. A seed's runs start once its base is built; the longest
-    runs go first. One line per finished piece, a bar with the ETA over all of them. Everything is cached, so
+    `workers`); the notebooks then read cached results. A seed's runs start once its base is built; the main
+    comparison's runs go first, the longest of them first. One line per finished piece, a bar with the ETA over all of them. Everything is cached, so
     an interrupted preparation resumes where it stopped."""
     import multiprocessing
 
@@ -247,9 +247,13 @@ def prepare(profile: Profile, workers: int | None = None, log=print, progress: b
     workers = workers or profile.workers
     threads = max(1, (profile.threads or workers) // workers)
     runs = ex.all_runs(profile)
-    costs = [expected_cost(profile, spec) for spec in runs]
+    main = ex.main_runs(profile)
+    # the main comparison first (an interrupted preparation has its table's runs), then the longest first
+    order = sorted(runs, key=lambda spec: ({k: spec[k] for k in ("task", "method", "seed")} not in main
+                                           or spec["distribution"] != "scaled" or spec["variant"] != 0,
+                                           -expected_cost(profile, spec)))
     by_seed = {}
-    for cost, spec in sorted(zip(costs, runs), key=lambda pair: -pair[0]):
+    for spec in order:
         by_seed.setdefault(spec["seed"], []).append(("run", profile, spec, threads))
     first = [("base", profile, {"seed": seed}, threads) for seed in by_seed] if profile.pretrain else []
     if profile.step_probe.model:

@@ -53,7 +53,11 @@ def test_shipped_profiles_load_and_hold_what_experiments_need():
     paper = load_profile("paper")
     assert paper.train.sizes == {"addition": 15, "dp": 5, "parity": 21}
     assert (paper.eval.dtype, paper.eval.device) == ("float16", "auto")
-    assert load_profile("cpu").train.sizes == {"addition": 8, "dp": 5, "parity": 10}
+    cpu = load_profile("cpu")
+    assert cpu.train.sizes == {"addition": 6, "dp": 5, "parity": 10}
+    assert all(cpu.eval.sizes[t][1] == 2 * cpu.train.sizes[t] for t in cpu.tasks)  # out to twice the trained
+    assert cpu.step_probe.sizes[1] == 2 * cpu.train.sizes[cpu.step_probe.task]
+    assert cpu.workers == 2 and cpu.studies.seeds == [0]
 
 
 def test_from_parameters_takes_the_injected_settings_and_checks_them():
