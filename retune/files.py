@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 
@@ -134,11 +136,13 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "s
 
 @contextlib.contextmanager
 def locked(path):
-    """Hold an exclusive lock on `path` (a hidden `.<name>.lock` beside it) for the block; the kernel releases it
-    when the holder dies, so a killed process never leaves a result locked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+    """Hold an exclusive lock on `path` for the block (its result need not exist yet). The lock file lives in the
+    temporary directory, named by a hash of the absolute path, so result folders hold nothing but results; the
+    kernel releases the lock when its holder dies, so a killed process never leaves a result locked."""
+    name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    folder = Path(tempfile.gettempdir()) / "retune-locks"
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
