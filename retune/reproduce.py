@@ -235,8 +235,8 @@ def prepare(profile: Profile, workers: int | None = None, log=print, progress: b
     """Train and evaluate every run the notebooks need (retune.experiments.all_runs), plus the generic bases and
     the step probe's pretrained fine-tune, in `workers` processes side by side (default: the profile's
     `workers`); the notebooks then read cached results. A seed's runs start once its base is built; the main
-    comparison's runs go first, the longest of them first. One line per finished piece, a bar with the ETA over all of them. Everything is cached, so
-    an interrupted preparation resumes where it stopped."""
+    comparison's runs go first, the longest of them first. One line per finished piece, a bar with the ETA over
+    all of them. Everything is cached, so an interrupted preparation resumes where it stopped."""
     import multiprocessing
 
     from tqdm.auto import tqdm
@@ -256,7 +256,7 @@ def prepare(profile: Profile, workers: int | None = None, log=print, progress: b
     for spec in order:
         by_seed.setdefault(spec["seed"], []).append(("run", profile, spec, threads))
     first = [("base", profile, {"seed": seed}, threads) for seed in by_seed] if profile.pretrain else []
-    if profile.step_probe.model:
+    if profile.step_probe.model:  # the longest single piece: beside the first base, not after all of them
         first.insert(1, ("step probe", profile, {"seed": profile.seeds[0]}, threads))
     log(f"{len(first) + len(runs)} pieces of work in {workers} processes of {threads} torch thread(s) each")
     done, pending = [], []
