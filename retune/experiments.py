@@ -293,7 +293,7 @@ def all_runs(profile: Profile) -> list[dict]:
     """Every run a reproduction trains and evaluates, each once, in full form."""
     out = []
     for run in main_runs(profile) + efficiency_runs(profile) + variant_runs(profile) + ablation_runs(profile):
-        spec = {"distribution": "scaled", "n": None, "variant": 0} | run
+        spec = run_spec(run)
         if spec not in out:
             out.append(spec)
     return out
@@ -316,7 +316,7 @@ def run_all(profile: Profile, runs: list[dict], progress: bool = True):
     bar = tqdm(runs, desc=f"{profile.profile}: train + evaluate", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in run.items()))
-        spec = {"distribution": "scaled", "n": None, "variant": 0} | run
+        spec = run_spec(run)
         run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
                           spec["variant"])
         traces = evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],
@@ -337,7 +337,7 @@ def traces_of(profile: Profile, runs: list[dict]) -> list:
     """The cached traces of finished runs (for the inspector and the error analysis)."""
     out = []
     for run in runs:
-        spec = {"distribution": "scaled", "n": None, "variant": 0} | run
+        spec = run_spec(run)
         run_dir = trained(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
                           spec["variant"])
         out += evaluate_run(profile, run_dir, spec["task"], spec["method"], spec["seed"], spec["variant"],

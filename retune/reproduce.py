@@ -247,11 +247,9 @@ def prepare(profile: Profile, workers: int | None = None, log=print, progress: b
     workers = workers or profile.workers
     threads = max(1, (profile.threads or workers) // workers)
     runs = ex.all_runs(profile)
-    main = ex.main_runs(profile)
+    main = [ex.run_spec(run) for run in ex.main_runs(profile)]
     # the main comparison first (an interrupted preparation has its table's runs), then the longest first
-    order = sorted(runs, key=lambda spec: ({k: spec[k] for k in ("task", "method", "seed")} not in main
-                                           or spec["distribution"] != "scaled" or spec["variant"] != 0,
-                                           -expected_cost(profile, spec)))
+    order = sorted(runs, key=lambda spec: (spec not in main, -expected_cost(profile, spec)))
     by_seed = {}
     for spec in order:
         by_seed.setdefault(spec["seed"], []).append(("run", profile, spec, threads))
