@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--eval-n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--distribution", default="scaled", help="scaled or distinct (retune.data.DISTRIBUTIONS)")
     ap.add_argument("--pretrain", action="store_true", help="start from the cpu profile's generic base")
     args = ap.parse_args()
 
@@ -52,7 +53,7 @@ def main():
     profile = load_profile("cpu", over)
     top = profile.train.sizes[args.task]
     start = time.time()
-    run = ex.trained(profile, args.task, args.method, args.seed)
+    run = ex.trained(profile, args.task, args.method, args.seed, args.distribution)
     # validation problems (stream "valid"), never the reported evaluation problems
     problems = ex.eval_problems(args.task, (2, top), args.eval_n, args.seed, exclude=ex.trained_contexts(run),
                                 stream="valid")
@@ -63,7 +64,7 @@ def main():
         by_size.setdefault(t.size, []).append(t.correct)
     out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
            "warmup": args.warmup, "schedule": args.schedule, "top": top, "per_size": args.per_size, "hidden": args.hidden,
-           "layers": args.layers, "pretrain": args.pretrain, "seed": args.seed, "threads": args.threads,
+           "layers": args.layers, "pretrain": args.pretrain, "distribution": args.distribution, "seed": args.seed, "threads": args.threads,
            "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -20,7 +21,13 @@ from tqdm.auto import tqdm
 from . import __version__, files
 from .tasks import METHODS, RECURSIVE_METHODS, TASKS, check_method, get_task
 
-DISTRIBUTIONS = ("paper", "scaled", "efficiency")
+# scaled: n random problems per size, every step of each; distinct: the same problems, but a recursive method's
+# steps de-duplicated by prompt across problems (as the reference does), so the few distinct short sub-problems
+# stop crowding out the long ones, then each size repeated up to SIZE_FLOOR of the commonest size's count (as
+# the reference re-weights short lists: without it a one-element base case is too rare to learn);
+# efficiency: n distinct problems per size.
+DISTRIBUTIONS = ("paper", "scaled", "distinct", "efficiency")
+SIZE_FLOOR = 0.25
 
 
 def parse_sizes(text: str, name: str = "sizes") -> tuple[int, int]:
@@ -52,7 +59,7 @@ def problems(task, distribution: str, sizes=(1, 8), n: int = 100, seed: int = 0,
         yield from task.paper_problems(method, rng)
         return
     for size in range(sizes[0], sizes[1] + 1):
-        if distribution == "scaled":
+        if distribution in ("scaled", "distinct"):
             yield from (task.sample(size, rng) for _ in range(n))
         else:  # efficiency: n distinct problems per size (all of them where fewer exist)
             distinct = {}
@@ -70,12 +77,14 @@ def iter_records(task: str, method: str, distribution: str = "scaled", sizes=(1,
     check_args(task, method, distribution, sizes, n)
     spec = get_task(task, variant)
     paper = distribution == "paper"
-    seen = set() if paper and method in RECURSIVE_METHODS else None  # the reference de-duplicates by prompt
+    distinct = distribution == "distinct" and method in RECURSIVE_METHODS
+    seen = set() if distinct or (paper and method in RECURSIVE_METHODS) else None
+    floor = size_repeats(spec, method, sizes, n, seed) if distinct else {}
     weights = random.Random(seed + 1)  # a stream of its own, so re-sampling never shifts the problems
     for problem in tqdm(problems(spec, distribution, sizes, n, seed, method), desc=f"{task}/{method}",
                         unit=" problems", disable=not progress, mininterval=1):
         for ex in spec.examples(problem, method, seen):
-            repeats = spec.paper_repeats(ex, method, weights) if paper else 1
+            repeats = spec.paper_repeats(ex, method, weights) if paper else floor.get(ex.size, 1)
             record = {"input": ex.input, "output": ex.output, "task": task, "method": method, "size": ex.size}
             if method in RECURSIVE_METHODS:
                 record.update(depth=ex.depth, kind=ex.kind)
@@ -83,6 +92,16 @@ def iter_records(task: str, method: str, distribution: str = "scaled", sizes=(1,
                 record["variant"] = variant
             for _ in range(repeats):
                 yield record
+
+
+def size_repeats(spec, method: str, sizes, n: int, seed: int) -> dict[int, int]:
+    """How often the distinct distribution repeats each size's de-duplicated steps: enough for every size to
+    reach SIZE_FLOOR of the commonest size's count (a first pass over the same seeded problems)."""
+    seen, counts = set(), Counter()
+    for problem in problems(spec, "distinct", sizes, n, seed, method):
+        counts.update(ex.size for ex in spec.examples(problem, method, seen))
+    floor = SIZE_FLOOR * max(counts.values())
+    return {size: max(1, math.ceil(floor / count)) for size, count in counts.items()}
 
 
 def build(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n: int = 100, seed: int = 0,
@@ -281,8 +300,9 @@ def add_cli(sub) -> None:
     p.add_argument("--distribution", default="scaled", choices=list(DISTRIBUTIONS),
                    help="paper: the reference training distribution and re-sampling (its sizes and counts are "
                         "fixed, so --sizes and --n are refused with it); "
-                        "scaled: N random problems per size; efficiency: N distinct problems per size "
-                        "(default: scaled)")
+                        "scaled: N random problems per size, every step of each; distinct: the same problems "
+                        "with a recursive method's steps de-duplicated by prompt; efficiency: N distinct "
+                        "problems per size (default: scaled)")
     limits = ", ".join(f"{name} {cls.max_size}" for name, cls in TASKS.items())
     p.add_argument("--sizes", help=f"problem sizes A-B: digits, list length or bits (default 1-8; at most: {limits})")
     p.add_argument("--n", type=int, help=f"problems per size (default 100; at most {MAX_N}, and at most "
@@ -298,7 +318,7 @@ def add_cli(sub) -> None:
 def run_cli(args) -> None:
     if args.distribution == "paper" and (args.sizes is not None or args.n is not None):
         raise ValueError("--distribution paper has fixed sizes and counts; drop --sizes and --n "
-                         "(or use --distribution scaled / efficiency)")
+                         "(or use --distribution scaled / distinct / efficiency)")
     files.check_output_file(args.out, "--out", companions=(MANIFEST_SUFFIX,))
     sizes = parse_sizes("1-8" if args.sizes is None else args.sizes)
     n = 100 if args.n is None else args.n

@@ -257,8 +257,8 @@ def dataset_sizes(profile: Profile):
 # --- the grids the notebooks show -------------------------------------------------------------------------
 def main_runs(profile: Profile) -> list[dict]:
     """Every task x method x seed of the main comparison."""
-    return [{"task": t, "method": m, "seed": s} for t in profile.tasks for m in profile.methods
-            for s in profile.seeds]
+    return [{"task": t, "method": m, "seed": s, "distribution": profile.train.distribution}
+            for t in profile.tasks for m in profile.methods for s in profile.seeds]
 
 
 def efficiency_runs(profile: Profile) -> list[dict]:
@@ -273,15 +273,15 @@ def variant_runs(profile: Profile) -> list[dict]:
     """Robustness to prompt phrasings: each phrasing trained and evaluated on its own."""
     tasks = profile.studies.variant_tasks or profile.tasks
     methods = profile.studies.variant_methods
-    return [{"task": t, "method": m, "seed": s, "variant": v}
+    return [{"task": t, "method": m, "seed": s, "variant": v, "distribution": profile.train.distribution}
             for t in tasks for m in methods for v in profile.studies.variants for s in study_seeds(profile)]
 
 
 def ablation_runs(profile: Profile) -> list[dict]:
     """No isolation (inline) and no carry-over against full Re-Tuning."""
     tasks = profile.studies.ablation_tasks or profile.tasks
-    return [{"task": t, "method": m, "seed": s} for t in tasks for m in profile.studies.ablations
-            for s in study_seeds(profile)]
+    return [{"task": t, "method": m, "seed": s, "distribution": profile.train.distribution}
+            for t in tasks for m in profile.studies.ablations for s in study_seeds(profile)]
 
 
 def study_seeds(profile: Profile) -> list[int]:

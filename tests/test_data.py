@@ -32,6 +32,23 @@ def test_records_and_manifest(tmp_path):
     assert sum(r["input"].startswith("Compute the maximum") for r in records) == 15 * 2
 
 
+def test_distinct_deduplicates_recursive_steps_and_lifts_rare_sizes():
+    scaled = data.build("parity", "retuning", "scaled", sizes=(1, 6), n=50, seed=0, progress=False)
+    distinct = data.build("parity", "retuning", "distinct", sizes=(1, 6), n=50, seed=0, progress=False)
+    assert {r["input"] for r in distinct} == {r["input"] for r in scaled}  # the same steps ...
+    per_prompt = Counter(r["input"] for r in distinct)
+    by_size = Counter(r["size"] for r in distinct)
+    largest = [r["input"] for r in distinct if r["size"] == 6]
+    assert all(per_prompt[p] == 1 for p in largest)  # ... the commonest size's once each ...
+    assert min(by_size.values()) >= data.SIZE_FLOOR * max(by_size.values())  # ... every size lifted to the floor
+    assert by_size[1] < Counter(r["size"] for r in scaled)[1]  # the 2 one-bit steps no longer dominate
+    assert len(distinct) < len(scaled)
+    # baseline and scratchpad have one example per problem: their data is the scaled data
+    for method in ("baseline", "scratchpad"):
+        assert data.build("dp", method, "distinct", sizes=(1, 3), n=10, progress=False) == \
+            data.build("dp", method, "scaled", sizes=(1, 3), n=10, progress=False)
+
+
 def test_efficiency_gives_distinct_problems(tmp_path):
     records = data.build("addition", "baseline", "efficiency", sizes=(1, 3), n=10, seed=0, progress=False)
     assert Counter(r["size"] for r in records) == {1: 10, 2: 10, 3: 10}

@@ -96,7 +96,7 @@ def test_the_trainer_config_is_the_profile_recipe_plus_per_run_fields():
 
     recipe = {f.name for f in fields(Recipe)}
     assert {f.name for f in fields(TrainConfig)} - recipe == {"seed", "threads", "progress"}
-    assert {f.name for f in fields(TrainSection)} - recipe == {"sizes", "problems_per_size", "by_task"}
+    assert {f.name for f in fields(TrainSection)} - recipe == {"sizes", "problems_per_size", "distribution", "by_task"}
 
 
 @pytest.mark.parametrize("setting, named", [
