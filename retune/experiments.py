@@ -32,9 +32,11 @@ def where(profile: Profile, key: str) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def dataset(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled", n: int | None = None,
-            variant: int = 0, progress: bool = False) -> Path:
-    """The training set of one task x method (built once; the same parameters give the same bytes)."""
+def dataset(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,
+            n: int | None = None, variant: int = 0, progress: bool = False) -> Path:
+    """The training set of one task x method (built once; the same parameters give the same bytes); the
+    distribution defaults to the profile's `train.distribution`."""
+    distribution = distribution or profile.train.distribution
     n = n or profile.train.problems_per_size
     sizes = (1, profile.train.sizes[task])
     path = where(profile, "data") / dataset_name(profile, task, method, seed, distribution, n, variant)
@@ -43,9 +45,10 @@ def dataset(profile: Profile, task: str, method: str, seed: int, distribution: s
     return path
 
 
-def dataset_name(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled",
+def dataset_name(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,
                  n: int | None = None, variant: int = 0) -> str:
     """The file name of a training set: its parameters, readable."""
+    distribution = distribution or profile.train.distribution
     n = n or profile.train.problems_per_size
     return f"{task}-{method}-{distribution}-1to{profile.train.sizes[task]}-n{n}-v{variant}-s{seed}.jsonl"
 
@@ -73,7 +76,7 @@ def train_config(profile: Profile, seed: int, task: str | None = None) -> train.
     return train.make_config(dict(train.recipe_of(profile.train), **per_task, seed=seed))
 
 
-def trained(profile: Profile, task: str, method: str, seed: int, distribution: str = "scaled",
+def trained(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,
             n: int | None = None, variant: int = 0, progress: bool = True) -> Path:
     """A fine-tuned model's run directory (trained once, then cached by train.train)."""
     paths = [dataset(profile, task, method, seed, distribution, n, variant)]
@@ -351,7 +354,7 @@ def training_measurements(profile: Profile, runs: list[dict] | None = None):
 
     out = []
     for run in runs or main_runs(profile):
-        run_dir = trained(profile, run["task"], run["method"], run["seed"])
+        run_dir = trained(profile, run["task"], run["method"], run["seed"], run_spec(run)["distribution"])
         m = json.loads((run_dir / "measurements.json").read_text())
         out.append({"task": run["task"], "method": run["method"], "seed": run["seed"],
                     "examples": m["examples"], "tokens_per_example_mean": m["tokens_per_example"]["mean"],

@@ -35,6 +35,15 @@ def test_all_runs_lists_each_run_once_and_studies_follow_their_own_seeds(tmp_pat
     assert {r["seed"] for r in ex.ablation_runs(smoke(tmp_path, seeds=[0, 1]))} == {0, 1}
 
 
+def test_the_profile_distribution_reaches_every_grid_and_dataset(tmp_path):
+    profile = smoke(tmp_path, train={"distribution": "distinct"})
+    grids = ex.main_runs(profile) + ex.variant_runs(profile) + ex.ablation_runs(profile)
+    assert grids and {r["distribution"] for r in grids} == {"distinct"}
+    assert {r["distribution"] for r in ex.efficiency_runs(profile)} == {"efficiency"}  # its own distribution
+    assert "-distinct-" in ex.dataset_name(profile, "parity", "retuning", 0)  # callers that name none
+    assert "-scaled-" in ex.dataset_name(smoke(tmp_path), "parity", "retuning", 0)
+
+
 def test_prepare_trains_and_evaluates_everything_the_notebooks_then_find_cached(tmp_path):
     profile = smoke(tmp_path, workers=2, seeds=[0, 1], studies={"seeds": [0]},
                     pretrain={"examples": 64, "train": {"max_steps": 2, "batch_size": 8}})
