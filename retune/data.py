@@ -27,7 +27,7 @@ from .tasks import METHODS, RECURSIVE_METHODS, TASKS, check_method, get_task
 # the reference re-weights short lists: without it a one-element base case is too rare to learn);
 # efficiency: n distinct problems per size.
 DISTRIBUTIONS = ("paper", "scaled", "distinct", "efficiency")
-SIZE_FLOOR = 0.25
+SIZE_FLOOR = 0.05
 
 
 def parse_sizes(text: str, name: str = "sizes") -> tuple[int, int]:
