@@ -36,7 +36,7 @@ def dataset(profile: Profile, task: str, method: str, seed: int, distribution: s
             n: int | None = None, variant: int = 0, progress: bool = False) -> Path:
     """The training set of one task x method (built once; the same parameters give the same bytes); the
     distribution defaults to the profile's `train.distribution`."""
-    distribution = distribution or profile.train.distribution
+    distribution = distribution or distribution_of(profile, task)
     n = n or profile.train.problems_per_size
     sizes = (1, profile.train.sizes[task])
     path = where(profile, "data") / dataset_name(profile, task, method, seed, distribution, n, variant)
@@ -45,11 +45,19 @@ def dataset(profile: Profile, task: str, method: str, seed: int, distribution: s
     return path
 
 
+def distribution_of(profile: Profile, task: str) -> str:
+    """The profile's training distribution for `task` (`train.distribution`: one for all tasks, or per task)."""
+    chosen = profile.train.distribution
+    return chosen if isinstance(chosen, str) else chosen.get(task, "scaled")
+
+
 def dataset_name(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,
                  n: int | None = None, variant: int = 0) -> str:
     """The file name of a training set: its parameters, readable."""
-    distribution = distribution or profile.train.distribution
+    distribution = distribution or distribution_of(profile, task)
     n = n or profile.train.problems_per_size
+    if distribution == "distinct":  # the floor is a constant of the code: a new one must not reuse old files
+        distribution += f"{data.SIZE_FLOOR * 100:g}"
     return f"{task}-{method}-{distribution}-1to{profile.train.sizes[task]}-n{n}-v{variant}-s{seed}.jsonl"
 
 
@@ -260,7 +268,7 @@ def dataset_sizes(profile: Profile):
 # --- the grids the notebooks show -------------------------------------------------------------------------
 def main_runs(profile: Profile) -> list[dict]:
     """Every task x method x seed of the main comparison."""
-    return [{"task": t, "method": m, "seed": s, "distribution": profile.train.distribution}
+    return [{"task": t, "method": m, "seed": s, "distribution": distribution_of(profile, t)}
             for t in profile.tasks for m in profile.methods for s in profile.seeds]
 
 
@@ -276,14 +284,14 @@ def variant_runs(profile: Profile) -> list[dict]:
     """Robustness to prompt phrasings: each phrasing trained and evaluated on its own."""
     tasks = profile.studies.variant_tasks or profile.tasks
     methods = profile.studies.variant_methods
-    return [{"task": t, "method": m, "seed": s, "variant": v, "distribution": profile.train.distribution}
+    return [{"task": t, "method": m, "seed": s, "variant": v, "distribution": distribution_of(profile, t)}
             for t in tasks for m in methods for v in profile.studies.variants for s in study_seeds(profile)]
 
 
 def ablation_runs(profile: Profile) -> list[dict]:
     """No isolation (inline) and no carry-over against full Re-Tuning."""
     tasks = profile.studies.ablation_tasks or profile.tasks
-    return [{"task": t, "method": m, "seed": s, "distribution": profile.train.distribution}
+    return [{"task": t, "method": m, "seed": s, "distribution": distribution_of(profile, t)}
             for t in tasks for m in profile.studies.ablations for s in study_seeds(profile)]
 
 

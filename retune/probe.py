@@ -85,7 +85,9 @@ def pretrained_run(profile, seed: int, log=print) -> Path | None:
     else:
         source = name
     data = experiments.dataset(profile, spec.task, "retuning", seed)
-    config = dict(train.recipe_of(spec.train), seed=seed, lora=spec.lora, threads=profile.threads)
+    # threads 0: torch's setting as the caller left it (a `prepare` worker's share, or the profile's via
+    # step_probe), so a worker never takes every core beside the others
+    config = dict(train.recipe_of(spec.train), seed=seed, lora=spec.lora, threads=0)
     return train.train(source, [data], train.make_config(config), experiments.where(profile, "runs"))
 
 
@@ -98,6 +100,7 @@ def step_probe(profile, seed: int | None = None, log=print):
     spec = profile.step_probe
     task = spec.task
     runs = {experiments.model_label(profile): experiments.trained(profile, task, "retuning", seed)}
+    experiments.use_threads(profile)
     pretrained = pretrained_run(profile, seed, log)
     if pretrained is not None:
         runs[f"{Path(str(spec.model)).name} + LoRA"] = pretrained

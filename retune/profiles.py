@@ -83,8 +83,9 @@ class TrainSection(Recipe):
     sizes: dict[str, int] = field(default_factory=lambda: {"addition": 8, "dp": 5, "parity": 10})  # largest training
     #                               size per task (training uses 1..this): the in-distribution edge
     problems_per_size: int = 200  # problems per size in the scaled training distribution (retune.data)
-    distribution: str = "scaled"  # the main runs' training distribution: scaled (every step of every problem) or
-    #                               distinct (a recursive method's steps de-duplicated by prompt; retune.data)
+    distribution: Union[str, dict] = "scaled"  # the runs' training distribution, for every task or per task
+    #                               ({parity: distinct}; a task not named: scaled): scaled (every step of every
+    #                               problem) or distinct (a recursive method's steps de-duplicated; retune.data)
     by_task: dict[str, dict] = field(default_factory=dict)  # per-task Recipe overrides, e.g. {dp: {max_steps: 500}}
 
 
@@ -310,7 +311,9 @@ def check(p: Profile) -> Profile:
     for task, pair in p.eval.sizes.items():
         if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
             raise ProfileError(f"eval.sizes.{task}: expected [lo, hi] with 1 <= lo <= hi, got {pair!r}")
-    _choices("train.distribution", [p.train.distribution], ("scaled", "distinct"))
+    per_task = p.train.distribution if isinstance(p.train.distribution, dict) else {}
+    _choices("train.distribution", list(per_task), TASKS)
+    _choices("train.distribution", list(per_task.values()) or [p.train.distribution], ("scaled", "distinct"))
     for task, size in p.train.sizes.items():
         if size < 1:
             raise ProfileError(f"train.sizes.{task}: must be >= 1, got {size}")

@@ -6,9 +6,10 @@ import time
 
 import pytest
 
+from retune import data
 from retune import experiments as ex
 from retune import files
-from retune.profiles import load_profile
+from retune.profiles import ProfileError, load_profile
 from retune.reproduce import prepare
 
 
@@ -40,8 +41,17 @@ def test_the_profile_distribution_reaches_every_grid_and_dataset(tmp_path):
     grids = ex.main_runs(profile) + ex.variant_runs(profile) + ex.ablation_runs(profile)
     assert grids and {r["distribution"] for r in grids} == {"distinct"}
     assert {r["distribution"] for r in ex.efficiency_runs(profile)} == {"efficiency"}  # its own distribution
-    assert "-distinct-" in ex.dataset_name(profile, "parity", "retuning", 0)  # callers that name none
+    # callers that name no distribution get the profile's; the file name carries the size floor
+    assert f"-distinct{data.SIZE_FLOOR * 100:g}-" in ex.dataset_name(profile, "parity", "retuning", 0)
     assert "-scaled-" in ex.dataset_name(smoke(tmp_path), "parity", "retuning", 0)
+    # per task: a task the mapping does not name trains on the scaled distribution
+    per_task = smoke(tmp_path, train={"distribution": {"parity": "distinct"}})
+    assert {(r["task"], r["distribution"]) for r in ex.main_runs(per_task)} == {("addition", "scaled"),
+                                                                                ("parity", "distinct")}
+    assert "-scaled-" in ex.dataset_name(per_task, "addition", "retuning", 0)
+    for bad in ({"parity": "dedup"}, {"chess": "distinct"}, "dedup"):
+        with pytest.raises(ProfileError, match="train.distribution"):
+            smoke(tmp_path, train={"distribution": bad})
 
 
 def test_prepare_trains_and_evaluates_everything_the_notebooks_then_find_cached(tmp_path):
