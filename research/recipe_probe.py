@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--per-size", type=int, default=1000)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--eval-n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -42,6 +43,7 @@ def main():
     torch.set_num_threads(args.threads)
     over = {"paths": {"data": "runs/probe-data"},  # probe datasets stay out of data/
             "model": {"tiny": {"hidden_size": args.hidden, "num_hidden_layers": args.layers,
+                               "num_attention_heads": args.heads,
                                "intermediate_size": 4 * args.hidden}},
             "train": {"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": args.warmup,
                       "problems_per_size": args.per_size, "lr_schedule": args.schedule,
@@ -64,7 +66,7 @@ def main():
         by_size.setdefault(t.size, []).append(t.correct)
     out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
            "warmup": args.warmup, "schedule": args.schedule, "top": top, "per_size": args.per_size, "hidden": args.hidden,
-           "layers": args.layers, "pretrain": args.pretrain, "distribution": args.distribution, "seed": args.seed, "threads": args.threads,
+           "layers": args.layers, "heads": args.heads, "pretrain": args.pretrain, "distribution": args.distribution, "seed": args.seed, "threads": args.threads,
            "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),

@@ -61,7 +61,7 @@ def dataset_name(profile: Profile, task: str, method: str, seed: int, distributi
     return f"{task}-{method}-{distribution}-1to{profile.train.sizes[task]}-n{n}-v{variant}-s{seed}.jsonl"
 
 
-def base_model(profile: Profile, seed: int) -> str:
+def base_model(profile: Profile, seed: int, progress: bool = True) -> str:
     """What fine-tuning starts from: 'tiny' (random init), a pretrained model, or our own generic-pretrained
     tiny base (profile key `pretrain`; one per seed, so seeds vary the whole pipeline)."""
     if profile.pretrain:
@@ -69,7 +69,7 @@ def base_model(profile: Profile, seed: int) -> str:
 
         spec = asdict(profile.pretrain) | {"train": train.recipe_of(profile.pretrain.train)}
         return str(pretrained_base(spec, asdict(profile.model.tiny), seed, where(profile, "data"),
-                                   where(profile, "runs")))
+                                   where(profile, "runs"), progress))
     from .presets import fetch, is_preset
 
     if is_preset(profile.model.source):  # a named preset (smollm2-135m): fetched and converted once, then local

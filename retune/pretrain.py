@@ -79,9 +79,10 @@ def dataset(spec: dict, seed: int, data_dir: Path) -> Path:
     return path
 
 
-def pretrained_base(spec: dict, model_config: dict | None, seed: int, data_dir: Path, runs_dir: Path) -> Path:
+def pretrained_base(spec: dict, model_config: dict | None, seed: int, data_dir: Path, runs_dir: Path,
+                    progress: bool = True) -> Path:
     """The run directory of a tiny model pre-trained on the generic set (trained once, then cached)."""
-    config = dict(spec.get("train") or {}, seed=seed, lora=False)
+    config = dict(spec.get("train") or {}, seed=seed, lora=False, progress=progress)
     return train.train("tiny", [dataset(spec, seed, data_dir)], config, runs_dir, model_config)
 
 

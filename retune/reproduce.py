@@ -198,7 +198,7 @@ def _job(job: tuple) -> tuple:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     if kind == "base":
-        ex.base_model(profile, spec["seed"])
+        ex.base_model(profile, spec["seed"], progress=False)  # the pool's bar and one line per piece suffice
         return job, {"trained": round(time.perf_counter() - started)}
     if kind == "step probe":
         from .probe import pretrained_run

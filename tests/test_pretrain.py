@@ -65,6 +65,7 @@ def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
     base = ex.base_model(profile, seed=0)
     assert json.loads((tmp_path / "runs" / base.split("/")[-1] / "run.json").read_text())["model"] == "tiny"
     assert ex.base_model(profile, seed=0) == base  # cached: the same run, nothing trained again
+    assert ex.base_model(profile, seed=0, progress=False) == base  # the bar is not part of the run's identity
     assert ex.base_model(profile, seed=1) != base  # one base per seed
     run = json.loads((ex.trained(profile, "parity", "retuning", 0) / "run.json").read_text())
     assert run["model"] == base and run["model_kind"] == "run"
