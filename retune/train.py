@@ -320,7 +320,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
     """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
     seed-determined sampler."""
     import torch
-    from transformers import Trainer
+    from transformers import PrinterCallback, Trainer
 
     sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
 
@@ -337,6 +337,8 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
     args = training_arguments(config, output_dir, torch.cuda.is_available())
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
                             data_collator=completion_collator(tokenizer), callbacks=list(callbacks))
+    if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
+        trainer.remove_callback(PrinterCallback)
     return trainer, counter
 
 

@@ -136,6 +136,13 @@ def test_measurements_describe_the_run(tmp_path):
     assert not (run / "checkpoints").exists()  # cleaned up once finished
 
 
+def test_a_run_without_progress_prints_nothing_per_step_and_keeps_its_losses(tmp_path, capsys):
+    """Side-by-side workers share one log: one line per finished piece, not the Trainer's loss dicts."""
+    run = T.train("tiny", [write_addition(tmp_path / "d.jsonl", n=40)], quick(), tmp_path / "runs", TINY)
+    assert "'loss'" not in capsys.readouterr().out
+    assert [step for step, _ in json.loads((run / "measurements.json").read_text())["losses"]] == [2, 4, 6]
+
+
 def test_too_long_examples_are_dropped_and_counted(tmp_path):
     data = write_addition(tmp_path / "d.jsonl", n=30, digits=(1, 4))
     cfg = quick(max_length=16)
