@@ -25,7 +25,7 @@ def group(context: str, kind: str) -> tuple:
     if head.startswith("Create dp array"):
         return "dp", kind, head.count(",") + 1
     if head.startswith("Create chosen"):
-        return "chosen", kind, head.split("item array")[1].count(",") + 1
+        return "chosen", kind, head.split("item array")[1].split("]")[0].count(",") + 1
     return "top", kind, 0
 
 
@@ -59,7 +59,11 @@ def main():
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--n", type=int, default=60, help="validation problems per size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (one leaves a core to a running job)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     profile = load_profile("cpu")
     unique = contexts(args.n, args.seed)
     for name in args.runs:
