@@ -12,7 +12,10 @@ import json
 import re
 from pathlib import Path
 
+from retune.tasks import get_task
+
 LIST = re.compile(r"\[([01, ]*)\]")
+PARITY = get_task("parity")  # the task's own prompt is the right call
 
 
 def tally(trace_file: Path, trained_max: int) -> tuple[dict, dict]:
@@ -23,8 +26,7 @@ def tally(trace_file: Path, trained_max: int) -> tuple[dict, dict]:
             if not found or not node["calls"]:
                 continue
             bits = [int(b) for b in found.group(1).split(",") if b.strip()]
-            call_bits = LIST.search(node["calls"][0])
-            calls[len(bits)][0] += bool(call_bits) and call_bits.group(1).replace(" ", "") == ",".join(map(str, bits[1:]))
+            calls[len(bits)][0] += node["calls"][0].strip() == PARITY.prompt(bits[1:])
             calls[len(bits)][1] += 1
             try:
                 returned, answer = int(node["returns"][0]), int(node["answer"])
