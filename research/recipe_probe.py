@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--distribution", default="scaled", help="scaled or distinct (retune.data.DISTRIBUTIONS)")
     ap.add_argument("--pretrain", action="store_true", help="start from the cpu profile's generic base")
+    ap.add_argument("--loss-mean", default="token", help="token or example (retune.profiles.Recipe.loss_mean)")
     args = ap.parse_args()
 
     import torch
@@ -48,6 +49,8 @@ def main():
             "train": {"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": args.warmup,
                       "problems_per_size": args.per_size, "lr_schedule": args.schedule,
                       "by_task": {args.task: {"max_steps": args.steps, "batch_size": args.batch, "lr": args.lr}}}}
+    if args.loss_mean != "token":
+        over["train"]["by_method"] = {args.method: {"loss_mean": args.loss_mean}}
     if not args.pretrain:
         over["pretrain"] = None
     if args.top:
@@ -66,7 +69,7 @@ def main():
         by_size.setdefault(t.size, []).append(t.correct)
     out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
            "warmup": args.warmup, "schedule": args.schedule, "top": top, "per_size": args.per_size, "hidden": args.hidden,
-           "layers": args.layers, "heads": args.heads, "pretrain": args.pretrain, "distribution": args.distribution, "seed": args.seed, "threads": args.threads,
+           "layers": args.layers, "heads": args.heads, "pretrain": args.pretrain, "distribution": args.distribution, "loss_mean": args.loss_mean, "seed": args.seed, "threads": args.threads,
            "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),

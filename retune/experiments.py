@@ -77,11 +77,12 @@ def base_model(profile: Profile, seed: int, progress: bool = True) -> str:
     return profile.model.source
 
 
-def train_config(profile: Profile, seed: int, task: str | None = None) -> train.TrainConfig:
+def train_config(profile: Profile, seed: int, task: str | None = None, method: str | None = None) -> train.TrainConfig:
     """The profile's `train` recipe, then its `train.by_task[task]` (every method of a task gets the same
-    budget), then the seed."""
+    budget), then `train.by_method[method]`, then the seed."""
     per_task = profile.train.by_task.get(task) or {}
-    return train.make_config(dict(train.recipe_of(profile.train), **per_task, seed=seed))
+    per_method = profile.train.by_method.get(method) or {}
+    return train.make_config(dict(train.recipe_of(profile.train), **per_task) | per_method | {"seed": seed})
 
 
 def trained(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,
@@ -94,7 +95,7 @@ def trained(profile: Profile, task: str, method: str, seed: int, distribution: s
 
         paths.append(rehearsal(asdict(profile.pretrain), paths[0], seed, where(profile, "data")))
     model_config = asdict(profile.model.tiny) if base == "tiny" else None
-    config = train_config(profile, seed, task)
+    config = train_config(profile, seed, task, method)
     config.progress = progress
     return train.train(base, paths, config, where(profile, "runs"), model_config)
 
@@ -740,14 +741,13 @@ def finished_run(profile: Profile, spec: dict) -> Path | None:
     newest, if several)."""
     name = dataset_name(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
                         spec["variant"])
-    keep = lambda config: {k: v for k, v in config.items() if k not in train.NOT_IN_KEY}  # noqa: E731
-    wanted = keep(asdict(train_config(profile, spec["seed"], spec["task"])))
+    wanted = train.key_config(asdict(train_config(profile, spec["seed"], spec["task"], spec["method"])))
     found = []
     for run_json in where(profile, "runs").glob("*/run.json"):  # named by tasks: "generic+parity-..." too
         if not (run_json.parent / "measurements.json").is_file():
             continue  # unfinished
         run = json.loads(run_json.read_text())
-        if run["data"] and Path(run["data"][0]["path"]).name == name and keep(run["config"]) == wanted:
+        if run["data"] and Path(run["data"][0]["path"]).name == name and train.key_config(run["config"]) == wanted:
             found.append(run_json.parent)
     return max(found, key=lambda p: (p / "measurements.json").stat().st_mtime) if found else None
 

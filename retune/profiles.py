@@ -58,6 +58,12 @@ class Recipe:
     #                                       of peft LoraConfig keys overrides its keys; False: full fine-tuning;
     #                                       None: LoRA for a pretrained base, full fine-tuning for tiny models
     logging_steps: int = 50  # loss logged every this many steps (into measurements.json)
+    loss_mean: str = "token"  # "token": every target token of a batch weighs the same (transformers' default);
+    #                           "example": each example's mean token loss, averaged over the batch, so a one-token
+    #                           step (Re-Tuning's combination) weighs as much as a 50-token call
+
+
+LOSS_MEANS = ("token", "example")  # Recipe.loss_mean
 
 
 @dataclass
@@ -87,6 +93,8 @@ class TrainSection(Recipe):
     #                               ({parity: distinct}; a task not named: scaled): scaled (every step of every
     #                               problem) or distinct (a recursive method's steps de-duplicated; retune.data)
     by_task: dict[str, dict] = field(default_factory=dict)  # per-task Recipe overrides, e.g. {dp: {max_steps: 500}}
+    by_method: dict[str, dict] = field(default_factory=dict)  # per-method Recipe overrides after by_task, e.g.
+    #                               {retuning: {loss_mean: example}}; keep the budget (steps, batch) per task
 
 
 @dataclass
@@ -320,6 +328,14 @@ def check(p: Profile) -> Profile:
     for task, over in p.train.by_task.items():
         _choices("train.by_task", [task], TASKS)
         build(Recipe, over, f"train.by_task.{task}")
+    for method, over in p.train.by_method.items():
+        _choices("train.by_method", [method], METHODS)
+        build(Recipe, over, f"train.by_method.{method}")
+    overrides = [(f"train.by_task.{k}", v) for k, v in p.train.by_task.items()] + \
+        [(f"train.by_method.{k}", v) for k, v in p.train.by_method.items()]
+    recipes = [("train", asdict(p.train))] + ([("pretrain.train", asdict(p.pretrain.train))] if p.pretrain else [])
+    for where, recipe in recipes + overrides:
+        _choices(f"{where}.loss_mean", [recipe.get("loss_mean", "token")], LOSS_MEANS)
     for where, value in (("train.problems_per_size", p.train.problems_per_size),
                          ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
                          ("eval.chunk", p.eval.chunk)):

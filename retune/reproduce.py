@@ -227,7 +227,7 @@ def expected_cost(profile: Profile, spec: dict) -> float:
 
     path = ex.dataset(profile, spec["task"], spec["method"], spec["seed"], spec["distribution"], spec["n"],
                       spec["variant"])
-    config = ex.train_config(profile, spec["seed"], spec["task"])
+    config = ex.train_config(profile, spec["seed"], spec["task"], spec["method"])
     return config.max_steps * config.batch_size * data.read_manifest(path)["char_tokens"]["mean"]
 
 

@@ -24,7 +24,7 @@ from .model import (TinyConfig, char_tokenizer, encode_example, load_pretrained,
                     with_lora)
 from .data import file_sha256
 from .files import locked
-from .profiles import Recipe, build
+from .profiles import LOSS_MEANS, Recipe, build
 
 
 @dataclass
@@ -39,6 +39,13 @@ class TrainConfig(Recipe):
 
 # Keys that change how a run is carried out but not what it produces: left out of the cache key.
 NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress")
+# Keys added after runs were cached: left out of the key while at these defaults, so older runs keep their keys.
+LATER_DEFAULTS = {"loss_mean": "token"}
+
+
+def key_config(config: dict) -> dict:
+    """The part of a run's config (a dict, as in run.json) that determines its result."""
+    return {k: v for k, v in config.items() if k not in NOT_IN_KEY and LATER_DEFAULTS.get(k, object()) != v}
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -260,7 +267,7 @@ def data_identity(path) -> dict:
 
 def run_key(base_identity: dict, data: list[dict], config: TrainConfig) -> str:
     """A hash of everything that determines a run's result."""
-    train_part = {k: v for k, v in asdict(config).items() if k not in NOT_IN_KEY}
+    train_part = key_config(asdict(config))
     blob = json.dumps({"base": base_identity, "data": data, "train": train_part}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -316,6 +323,17 @@ def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
     )
 
 
+def example_mean_loss(outputs, labels, num_items_in_batch=None):
+    """The mean over examples of each example's mean target-token loss (Recipe.loss_mean = "example")."""
+    import torch.nn.functional as F
+
+    logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
+    per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+    mask = target != -100
+    per_example = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return per_example[mask.any(1)].mean()
+
+
 def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
     """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
     seed-determined sampler."""
@@ -326,7 +344,13 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     counter = TokenCounter()
 
+    if config.loss_mean not in LOSS_MEANS:
+        raise ValueError(f"loss_mean must be one of {', '.join(LOSS_MEANS)}; got {config.loss_mean!r}")
+    per_example = config.loss_mean == "example"
+
     class RetuneTrainer(Trainer):
+        loss_is_scaled_for_ga = False if per_example else None  # a per-batch mean: the Trainer divides by grad_accum
+
         def _get_train_sampler(self, train_dataset=None):
             return sampler
 
@@ -336,7 +360,8 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     args = training_arguments(config, output_dir, torch.cuda.is_available())
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks))
+                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks),
+                            compute_loss_func=example_mean_loss if per_example else None)
     if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
         trainer.remove_callback(PrinterCallback)
     return trainer, counter

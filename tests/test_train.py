@@ -173,6 +173,40 @@ def test_finished_run_is_cached_and_key_tracks_inputs(tmp_path, monkeypatch):
     assert T.run_key(ident, [T.data_identity(data)], quick()) != key
 
 
+def test_loss_mean_enters_the_key_only_when_it_is_not_the_default(tmp_path):
+    """Runs cached before loss_mean existed keep their keys; an example-mean run is another run."""
+    data = write_addition(tmp_path / "d.jsonl")
+    ident, d = T.base_identity("tiny", TINY)[1], [T.data_identity(data)]
+    before = {k: v for k, v in T.key_config(vars(quick())).items() if k != "loss_mean"}
+    assert T.key_config(vars(quick(loss_mean="token"))) == before
+    assert T.run_key(ident, d, quick(loss_mean="example")) != T.run_key(ident, d, quick())
+
+
+def test_example_mean_loss_weighs_every_example_alike():
+    """A 1-token target weighs as much as a 3-token one (a token mean would give it a quarter of the weight)."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, -100, -100, 4], [-100, 1, 2, 3, -100]])
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
+                                                  reduction="none")
+    first, second = per_token[0, 3], per_token[1, :3].mean()
+    loss = T.example_mean_loss(SimpleNamespace(logits=logits), labels)
+    assert torch.isclose(loss, (first + second) / 2)
+    token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
+    assert torch.isclose(token_mean, (first + 3 * second) / 4) and not torch.isclose(loss, token_mean)
+
+
+def test_an_example_mean_run_trains_and_a_bad_loss_mean_is_named(tmp_path):
+    data = write_addition(tmp_path / "d.jsonl")
+    run = T.train("tiny", [data], quick(loss_mean="example"), tmp_path / "runs", TINY)
+    assert json.loads((run / "run.json").read_text())["config"]["loss_mean"] == "example"
+    assert all(loss == loss for _, loss in json.loads((run / "measurements.json").read_text())["losses"])
+    with pytest.raises(ValueError, match="loss_mean must be one of token, example; got 'mean'"):
+        T.train("tiny", [data], quick(loss_mean="mean"), tmp_path / "runs", TINY)
+
+
 def test_only_a_manifest_naming_the_files_sha_is_trusted(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
     sha = T.file_sha256(data)
