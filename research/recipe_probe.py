@@ -50,7 +50,7 @@ def main():
                       "problems_per_size": args.per_size, "lr_schedule": args.schedule,
                       "by_task": {args.task: {"max_steps": args.steps, "batch_size": args.batch, "lr": args.lr}}}}
     if args.loss_mean != "token":
-        over["train"]["by_method"] = {args.method: {"loss_mean": args.loss_mean}}
+        over["train"]["by_task"][args.task][args.method] = {"loss_mean": args.loss_mean}
     if not args.pretrain:
         over["pretrain"] = None
     if args.top:

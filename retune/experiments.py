@@ -18,7 +18,7 @@ from . import data, train
 from .decode import HFGenerator, Limits, OracleGenerator, decode, load_traces, save_traces
 from .files import atomic_write_text, check_output_dir, locked
 from .model import DTYPES
-from .profiles import Profile
+from .profiles import Profile, split_methods
 from .tasks import METHODS, TASKS, get_task
 
 MAIN_METHODS = ("baseline", "scratchpad", "retuning")
@@ -79,10 +79,9 @@ def base_model(profile: Profile, seed: int, progress: bool = True) -> str:
 
 def train_config(profile: Profile, seed: int, task: str | None = None, method: str | None = None) -> train.TrainConfig:
     """The profile's `train` recipe, then its `train.by_task[task]` (every method of a task gets the same
-    budget), then `train.by_method[method]`, then the seed."""
-    per_task = profile.train.by_task.get(task) or {}
-    per_method = profile.train.by_method.get(method) or {}
-    return train.make_config(dict(train.recipe_of(profile.train), **per_task) | per_method | {"seed": seed})
+    budget), then that entry's overrides for `method`, then the seed."""
+    per_task, per_method = split_methods(profile.train.by_task.get(task) or {})
+    return train.make_config(train.recipe_of(profile.train) | per_task | (per_method.get(method) or {}) | {"seed": seed})
 
 
 def trained(profile: Profile, task: str, method: str, seed: int, distribution: str | None = None,

@@ -66,6 +66,12 @@ class Recipe:
 LOSS_MEANS = ("token", "example")  # Recipe.loss_mean
 
 
+def split_methods(over: dict) -> tuple[dict, dict]:
+    """A train.by_task entry split into (the task's Recipe overrides, {method: that method's overrides})."""
+    return ({k: v for k, v in over.items() if k not in METHODS},
+            {k: v for k, v in over.items() if k in METHODS})
+
+
 @dataclass
 class ModelSection:
     source: str = "tiny"  # "tiny" (random-init LLaMA from `tiny`), a local model directory or a hub id
@@ -92,9 +98,9 @@ class TrainSection(Recipe):
     distribution: Union[str, dict] = "scaled"  # the runs' training distribution, for every task or per task
     #                               ({parity: distinct}; a task not named: scaled): scaled (every step of every
     #                               problem) or distinct (a recursive method's steps de-duplicated; retune.data)
-    by_task: dict[str, dict] = field(default_factory=dict)  # per-task Recipe overrides, e.g. {dp: {max_steps: 500}}
-    by_method: dict[str, dict] = field(default_factory=dict)  # per-method Recipe overrides after by_task, e.g.
-    #                               {retuning: {loss_mean: example}}; keep the budget (steps, batch) per task
+    by_task: dict[str, dict] = field(default_factory=dict)  # per-task Recipe overrides, e.g. {dp: {max_steps: 500}};
+    #                               a method's name inside holds that method's own, e.g. {parity: {retuning:
+    #                               {loss_mean: example}}} (keep the budget, steps x batch, the same per task)
 
 
 @dataclass
@@ -325,17 +331,19 @@ def check(p: Profile) -> Profile:
     for task, size in p.train.sizes.items():
         if size < 1:
             raise ProfileError(f"train.sizes.{task}: must be >= 1, got {size}")
+    overrides = []
     for task, over in p.train.by_task.items():
         _choices("train.by_task", [task], TASKS)
-        build(Recipe, over, f"train.by_task.{task}")
-    for method, over in p.train.by_method.items():
-        _choices("train.by_method", [method], METHODS)
-        build(Recipe, over, f"train.by_method.{method}")
-    overrides = [(f"train.by_task.{k}", v) for k, v in p.train.by_task.items()] + \
-        [(f"train.by_method.{k}", v) for k, v in p.train.by_method.items()]
-    recipes = [("train", asdict(p.train))] + ([("pretrain.train", asdict(p.pretrain.train))] if p.pretrain else [])
-    for where, recipe in recipes + overrides:
-        _choices(f"{where}.loss_mean", [recipe.get("loss_mean", "token")], LOSS_MEANS)
+        task_over, per_method = split_methods(over)
+        overrides += [(f"train.by_task.{task}", task_over)]
+        overrides += [(f"train.by_task.{task}.{method}", o) for method, o in per_method.items()]
+    recipes = [("train", p.train), ("pretrain.train", p.pretrain.train if p.pretrain else Recipe())]
+    for where, over in overrides:
+        if not isinstance(over, dict):
+            raise ProfileError(f"{where}: expected a mapping of recipe keys, got {over!r}")
+        recipes.append((where, build(Recipe, over, where)))
+    for where, recipe in recipes:
+        _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
     for where, value in (("train.problems_per_size", p.train.problems_per_size),
                          ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
                          ("eval.chunk", p.eval.chunk)):

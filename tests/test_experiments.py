@@ -67,13 +67,13 @@ def test_per_task_training_budget_applies_to_every_method_of_the_task(tmp_path):
     assert ex.train_config(p, 3, "addition") == T.TrainConfig(**dict(recipe, seed=3))
 
 
-def test_per_method_overrides_come_after_the_task_budget(tmp_path):
-    p = smoke(tmp_path, train={"by_task": {"dp": {"max_steps": 7}},
-                               "by_method": {"retuning": {"loss_mean": "example"}}})
+def test_a_methods_overrides_within_a_task_come_after_the_task_budget(tmp_path):
+    p = smoke(tmp_path, train={"by_task": {"dp": {"max_steps": 7, "retuning": {"loss_mean": "example"}}}})
     recipe = T.recipe_of(p.train)
     assert ex.train_config(p, 3, "dp", "retuning") == \
         T.TrainConfig(**dict(recipe, max_steps=7, loss_mean="example", seed=3))
     assert ex.train_config(p, 3, "dp", "baseline") == T.TrainConfig(**dict(recipe, max_steps=7, seed=3))
+    assert ex.train_config(p, 3, "parity", "retuning") == T.TrainConfig(**dict(recipe, seed=3))
 
 
 class Killed(Exception):

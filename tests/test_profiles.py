@@ -64,9 +64,12 @@ def test_an_unknown_key_is_named_with_the_allowed_ones_and_the_closest(over, mes
     ({"eval": {"device": "gpu"}}, r"^eval.device: expected auto, cpu, cuda or cuda:N, got 'gpu'$"),
     ({"eval": {"dtype": "fp8"}}, r"^eval.dtype: expected one of float32, "),
     ({"train": {"loss_mean": "sequence"}}, r"^train.loss_mean: unknown 'sequence'; allowed: token, example$"),
-    ({"train": {"by_method": {"retuning": {"loss_mean": "x"}}}},
-     r"^train.by_method.retuning.loss_mean: unknown 'x'; allowed: token, example$"),
-    ({"train": {"by_method": {"recursive": {"lr": 1.0}}}}, r"^train.by_method: unknown 'recursive'; allowed: "),
+    ({"train": {"by_task": {"parity": {"retuning": {"loss_mean": "x"}}}}},
+     r"^train.by_task.parity.retuning.loss_mean: unknown 'x'; allowed: token, example$"),
+    ({"train": {"by_task": {"parity": {"retuning": {"lrr": 1.0}}}}},
+     r"^unknown key 'lrr' in train.by_task.parity.retuning; did you mean 'lr'\?"),
+    ({"train": {"by_task": {"parity": {"retuning": 3}}}},
+     r"^train.by_task.parity.retuning: expected a mapping of recipe keys, got 3$"),
 ])
 def test_a_wrong_value_names_the_key_the_value_and_the_expected_type(over, message):
     with pytest.raises(ProfileError, match=message):
