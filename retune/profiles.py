@@ -337,7 +337,7 @@ def check(p: Profile) -> Profile:
         task_over, per_method = split_methods(over)
         overrides += [(f"train.by_task.{task}", task_over)]
         overrides += [(f"train.by_task.{task}.{method}", o) for method, o in per_method.items()]
-    recipes = [("train", p.train), ("pretrain.train", p.pretrain.train if p.pretrain else Recipe())]
+    recipes = [("train", p.train)] + ([("pretrain.train", p.pretrain.train)] if p.pretrain else [])
     for where, over in overrides:
         if not isinstance(over, dict):
             raise ProfileError(f"{where}: expected a mapping of recipe keys, got {over!r}")
