@@ -37,6 +37,8 @@ def main():
     ap.add_argument("--distribution", default="scaled", help="scaled or distinct (retune.data.DISTRIBUTIONS)")
     ap.add_argument("--pretrain", action="store_true", help="start from the cpu profile's generic base")
     ap.add_argument("--loss-mean", default="token", help="token or example (retune.profiles.Recipe.loss_mean)")
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="generic pre-training steps (default: the profile's)")
+    ap.add_argument("--pretrain-warmup", type=int, default=None, help="its warm-up steps (default: the profile's)")
     args = ap.parse_args()
 
     import torch
@@ -53,6 +55,9 @@ def main():
         over["train"]["by_task"][args.task][args.method] = {"loss_mean": args.loss_mean}
     if not args.pretrain:
         over["pretrain"] = None
+    else:  # a deeper base needs a longer pre-training to learn copying
+        base = {k: v for k, v in (("max_steps", args.pretrain_steps), ("warmup_steps", args.pretrain_warmup)) if v}
+        over["pretrain"] = {"train": base} if base else {}
     if args.top:
         over["train"]["sizes"] = {args.task: args.top}
     profile = load_profile("cpu", over)
@@ -69,7 +74,8 @@ def main():
         by_size.setdefault(t.size, []).append(t.correct)
     out = {"task": args.task, "method": args.method, "lr": args.lr, "steps": args.steps, "batch": args.batch,
            "warmup": args.warmup, "schedule": args.schedule, "top": top, "per_size": args.per_size, "hidden": args.hidden,
-           "layers": args.layers, "heads": args.heads, "pretrain": args.pretrain, "distribution": args.distribution, "loss_mean": args.loss_mean, "seed": args.seed, "threads": args.threads,
+           "layers": args.layers, "heads": args.heads, "pretrain": args.pretrain, "distribution": args.distribution, "loss_mean": args.loss_mean,
+           "pretrain_steps": profile.pretrain.train.max_steps if profile.pretrain else None, "seed": args.seed, "threads": args.threads,
            "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),
