@@ -16,13 +16,13 @@ from retune import data
 from retune import train as T
 
 
+EAGER_ARGUMENTS = T.training_arguments
+
+
 def compiled_arguments(config, output_dir, cuda):
     args = EAGER_ARGUMENTS(config, output_dir, cuda)
     args.torch_compile, args.torch_compile_backend = True, "inductor"  # set after __post_init__: name the backend
     return args
-
-
-EAGER_ARGUMENTS = T.training_arguments
 
 
 def one_run(dataset: Path, runs: Path, steps: int, compiled: bool) -> dict:
