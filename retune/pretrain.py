@@ -15,10 +15,22 @@ import random
 from pathlib import Path
 
 from . import data, train
+from .profiles import SURFACES
 
 OPERATIONS = ("copy", "behead", "behead_pair", "prefix")
 KINDS = ("digits", "bits", "ints")
 SEPARATORS = (" ; ", " | ", " & ", " + ")
+
+# "many" surfaces: every operation has its own keyword pairs (a request word, an answer word), written in one of
+# several layouts, so that a skill is tied to no single surface. No pair is a task's word (Call, Return, Answer).
+KEYWORDS = {
+    "copy": (("Echo", "Echoed"), ("Repeat", "Again"), ("Copy", "Copied")),
+    "behead": (("Drop", "Dropped"), ("Tail", "Rest"), ("Trim", "Trimmed")),
+    "behead_pair": (("Shorten", "Shorter"), ("Both", "Cut")),
+    "prefix": (("Front", "Fronted"), ("Lead", "Led")),
+}
+MANY_SEPARATORS = (" + ", " | ", " ; ", " & ", ", ", " and ")
+LAYOUTS = ("{x}\n{w}: ", "{w}: {x}\n>> ", "{w} {x}\n", "Q: {w} {x}\nA: ")
 
 
 def sequence(kind: str, length: int, rng: random.Random) -> list[str]:
@@ -33,29 +45,81 @@ def show(kind: str, items: list[str]) -> str:
     return "".join(items) if kind == "digits" else "[" + ", ".join(items) + "]"
 
 
-def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
-    """One generic record: {input, output, task: 'generic', method: operation, kind, size}."""
+def operands(operation: str, kind: str, length: int, rng: random.Random, separators) -> tuple[str, str, str]:
+    """(the operand as written, the result, the item put first or '') of one operation on fresh sequences."""
     a = sequence(kind, length, rng)
     if operation == "copy":
-        prompt, answer = f"copy: {show(kind, a)}", show(kind, a)
-    elif operation == "behead":
-        prompt, answer = f"behead: {show(kind, a)}", show(kind, a[1:])
-    elif operation == "behead_pair":
-        b, sep = sequence(kind, length, rng), rng.choice(SEPARATORS)
-        prompt = f"behead both: {show(kind, a)}{sep}{show(kind, b)}"
-        answer = f"{show(kind, a[1:])}{sep}{show(kind, b[1:])}"
-    elif operation == "prefix":
+        return show(kind, a), show(kind, a), ""
+    if operation == "behead":
+        return show(kind, a), show(kind, a[1:]), ""
+    if operation == "behead_pair":
+        b, sep = sequence(kind, length, rng), rng.choice(separators)
+        return f"{show(kind, a)}{sep}{show(kind, b)}", f"{show(kind, a[1:])}{sep}{show(kind, b[1:])}", ""
+    if operation == "prefix":
         item = sequence(kind, 1, rng)
-        prompt, answer = f"put {item[0]} first: {show(kind, a)}", show(kind, item + a)
+        return show(kind, a), show(kind, item + a), item[0]
+    raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}; got {operation!r}")
+
+
+def many_surfaces(operation: str, kind: str, length: int, rng: random.Random) -> dict:
+    """One generic record in a randomly chosen surface: keyword pair, layout and separator vary, e.g.
+    `4821 ; 907\nShorten: ` -> `Shorter: 821 ; 07`; the answer repeats its answer word where the layout ends
+    with the request word, as Re-Tuning's `Return:`/`Answer:` lines do."""
+    x, y, item = operands(operation, kind, length, rng, MANY_SEPARATORS)
+    ask, answer = rng.choice(KEYWORDS[operation])
+    word = f"{ask} {item}" if item else ask
+    layout = rng.choice(LAYOUTS)
+    output = f"{answer}: {y}" if layout.endswith("{w}: ") else y
+    return {"input": layout.format(x=x, w=word), "output": output, "task": "generic", "method": operation,
+            "kind": kind, "size": length}
+
+
+FIELD_WORDS = ("Flag", "Mark", "Bit", "Value", "Digits", "Rest", "Tail", "Body")
+
+
+def recall(kind: str, length: int, rng: random.Random) -> dict:
+    """A multi-line record: 2-4 labelled lines, then a request to repeat one line's sequence of `length` items
+    from one or more lines above, to put an item in front of it, or (two-field lines, the shape of a recursive
+    answer: a flag, then a sequence) to rewrite its flag and put an item in front, e.g.
+    `Note: 5512\nMemo: Mark 1, Body 90\nMemo with Mark 0 and 3 first: ` -> `Mark 0, Body 390`."""
+    labels = rng.sample(("Note", "Memo", "Line", "Item", "Got", "Seen"), rng.randint(2, 4))
+    rows = {lab: show(kind, sequence(kind, length if lab == labels[0] else rng.randint(2, length), rng))
+            for lab in labels}
+    target, seq = labels[0], sequence(kind, length, rng)
+    style = rng.choice(("repeat", "first", "fields"))
+    item = sequence(kind, 1, rng)
+    if style == "repeat":
+        rows[target], ask, result = show(kind, seq), f"Repeat {target}", show(kind, seq)
+    elif style == "first":
+        rows[target], ask, result = show(kind, seq), f"{target} with {item[0]} first", show(kind, item + seq)
     else:
-        raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}; got {operation!r}")
-    return {"input": prompt + "\n>> ", "output": answer, "task": "generic", "method": operation, "kind": kind,
-            "size": length}
+        flag, body = rng.sample(FIELD_WORDS, 2)
+        rows[target] = f"{flag} {rng.randrange(2)}, {body} {show(kind, seq)}"
+        new = rng.randrange(2)
+        ask = f"{target} with {flag} {new} and {item[0]} first"
+        result = f"{flag} {new}, {body} {show(kind, item + seq)}"
+    rng.shuffle(labels)
+    lines = "\n".join(f"{lab}: {rows[lab]}" for lab in labels)
+    return {"input": f"{lines}\n{ask}: ", "output": result, "task": "generic", "method": f"recall_{style}",
+            "kind": kind, "size": length}
 
 
-def build(examples: int, max_length: int, seed: int = 0) -> list[dict]:
+def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
+    """One generic record in the one-surface format, e.g. `behead both: 4821 ; 9073\n>> ` -> `821 ; 073`."""
+    x, y, item = operands(operation, kind, length, rng, SEPARATORS)
+    request = {"copy": "copy", "behead": "behead", "behead_pair": "behead both", "prefix": f"put {item} first"}
+    return {"input": f"{request[operation]}: {x}\n>> ", "output": y, "task": "generic", "method": operation,
+            "kind": kind, "size": length}
+
+
+def build(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0) -> list[dict]:
     """`examples` records, operations and sequence kinds equally likely, lengths uniform in 2..max_length (half
-    that for integer lists, whose items are several characters: DP out of distribution needs 10)."""
+    that for integer lists, whose items are several characters: DP out of distribution needs 10). `surfaces`
+    "many" writes each record in a random surface; a share `multiline` of the records are multi-line recalls."""
+    if surfaces not in SURFACES:
+        raise ValueError(f"pretrain surfaces must be one of {', '.join(SURFACES)}; got {surfaces!r}")
+    if not 0 <= multiline < 1:
+        raise ValueError(f"pretrain multiline must be in [0, 1); got {multiline}")
     if examples < 1:
         raise ValueError(f"pretrain examples must be >= 1; got {examples}")
     if max_length < 2:
@@ -65,17 +129,27 @@ def build(examples: int, max_length: int, seed: int = 0) -> list[dict]:
     for _ in range(examples):
         operation, kind = rng.choice(OPERATIONS), rng.choice(KINDS)
         longest = max(2, max_length // 2) if kind == "ints" else max_length  # an int item is 3-4 characters
-        out.append(example(operation, kind, rng.randint(2, longest), rng))
+        length = rng.randint(2, longest)
+        if multiline and rng.random() < multiline:
+            out.append(recall(kind, length, rng))
+        elif surfaces == "many":
+            out.append(many_surfaces(operation, kind, length, rng))
+        else:
+            out.append(example(operation, kind, length, rng))
     return out
 
 
 def dataset(spec: dict, seed: int, data_dir: Path) -> Path:
     """The pre-training set of `spec` ({examples, max_length}) for `seed`, written once with its manifest."""
-    path = Path(data_dir) / f"pretrain-generic-len{spec['max_length']}-n{spec['examples']}-s{seed}.jsonl"
+    surfaces, multiline = spec.get("surfaces", "one"), spec.get("multiline", 0.0)
+    variant = ("" if surfaces == "one" else f"-{surfaces}") + (f"-ml{multiline:g}" if multiline else "")
+    path = Path(data_dir) / f"pretrain-generic{variant}-len{spec['max_length']}-n{spec['examples']}-s{seed}.jsonl"
     if data.verified(path) is None:
-        records = build(spec["examples"], spec["max_length"], seed)
+        records = build(spec["examples"], spec["max_length"], seed, surfaces, multiline)
         data.write(records, path, {"task": "generic", "method": "pretrain", "seed": seed,
-                                   "examples": spec["examples"], "max_length": spec["max_length"]})
+                                   "examples": spec["examples"], "max_length": spec["max_length"],
+                                   **({"surfaces": surfaces} if surfaces != "one" else {}),
+                                   **({"multiline": multiline} if multiline else {})})
     return path
 
 

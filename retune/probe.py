@@ -39,14 +39,14 @@ def step_contexts(task, problem, method: str = "retuning") -> list[tuple[str, st
 
 
 def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclude: set[str] = frozenset(),
-                  variant: int = 0, method: str = "retuning") -> list[dict]:
+                  variant: int = 0, method: str = "retuning", stream: str = "eval") -> list[dict]:
     """Teacher-forced accuracy per problem size and step kind: one row per (size, kind) with right/total and a
     Wilson 95 % interval. Problems come from experiments.eval_problems (seeded apart from training, never a
-    trained top context)."""
+    trained top context); `stream` "valid" draws validation problems, the ones recipes are chosen on."""
     task = get_task(task_name, variant)
     rows = []
     for size in sizes:
-        problems = experiments.eval_problems(task_name, (size, size), n, seed, variant, exclude)
+        problems = experiments.eval_problems(task_name, (size, size), n, seed, variant, exclude, stream)
         steps = [s for p in problems for s in step_contexts(task, p, method)]
         right = generator.exact([c for c, _, _ in steps], [t for _, t, _ in steps]) if steps else []
         for kind in KINDS:

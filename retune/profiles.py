@@ -64,6 +64,7 @@ class Recipe:
 
 
 LOSS_MEANS = ("token", "example")  # Recipe.loss_mean
+SURFACES = ("one", "many")  # PretrainSection.surfaces
 
 
 def split_methods(over: dict) -> tuple[dict, dict]:
@@ -85,6 +86,8 @@ class PretrainSection:
     examples: int = 64000  # generic examples (copy / behead / prefix of sequences)
     max_length: int = 24  # longest generic sequence
     mix: float = 0.0  # share of generic examples mixed into every fine-tuning set (rehearsal); 0 = none
+    surfaces: str = "one"  # "one" prompt format per operation, or "many" (keywords, layouts, separators vary)
+    multiline: float = 0.0  # share of multi-line recalls (repeat a labelled line from above, or an item put first)
     train: Recipe = field(default_factory=Recipe)  # the pre-training recipe
 
 
@@ -338,6 +341,10 @@ def check(p: Profile) -> Profile:
         overrides += [(f"train.by_task.{task}", task_over)]
         overrides += [(f"train.by_task.{task}.{method}", o) for method, o in per_method.items()]
     recipes = [("train", p.train)] + ([("pretrain.train", p.pretrain.train)] if p.pretrain else [])
+    if p.pretrain:
+        _choices("pretrain.surfaces", [p.pretrain.surfaces], SURFACES)
+        if not 0 <= p.pretrain.multiline < 1:
+            raise ProfileError(f"pretrain.multiline: must be in [0, 1), got {p.pretrain.multiline}")
     for where, over in overrides:
         if not isinstance(over, dict):
             raise ProfileError(f"{where}: expected a mapping of recipe keys, got {over!r}")

@@ -1,0 +1,74 @@
+"""Does the fine-tuned tiny model reuse its generic base's skills beyond the trained lengths? (the OOD issue)
+
+One candidate: a generic base (retune.pretrain, with the given surfaces and multi-line share), Re-Tuning
+fine-tuned on the cpu profile's training set for one task, then the teacher-forced step probe (retune.probe: call
+/ combine / base accuracy by size, in distribution and beyond to twice the trained maximum) on *validation*
+problems, never the reported ones. Appends one JSON line to research/logs/ood_probe.jsonl.
+
+    python research/ood_probe.py --task addition --surfaces many --multiline 0.4 [--lora 32] [--steps 1500]
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from retune import experiments as ex
+from retune.probe import step_accuracy
+from retune.profiles import load_profile
+
+LOG = Path(__file__).resolve().parent / "logs" / "ood_probe.jsonl"
+
+
+def overrides(args) -> dict:
+    pretrain = {"surfaces": args.surfaces, "multiline": args.multiline, "mix": args.mix,
+                "train": {"max_steps": args.pretrain_steps}}
+    lora = {"r": args.lora, "lora_alpha": args.lora, "target_modules": "all-linear"} if args.lora else False
+    task_over = {"max_steps": args.steps, args.method: {"lora": lora}}
+    if args.loss_mean:
+        task_over[args.method]["loss_mean"] = args.loss_mean
+    return {"paths": {"data": "runs/probe-data"}, "pretrain": pretrain,
+            "train": {"by_task": {args.task: task_over}}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="addition")
+    ap.add_argument("--method", default="retuning")
+    ap.add_argument("--surfaces", default="many", help="one or many (retune.pretrain)")
+    ap.add_argument("--multiline", type=float, default=0.0, help="share of multi-line recall examples")
+    ap.add_argument("--mix", type=float, default=0.15, help="rehearsal share in fine-tuning")
+    ap.add_argument("--pretrain-steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
+    ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tuning)")
+    ap.add_argument("--loss-mean", default=None)
+    ap.add_argument("--n", type=int, default=20, help="validation problems per size")
+    ap.add_argument("--every", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    profile = load_profile("cpu", overrides(args))
+    top = profile.train.sizes[args.task]
+    start = time.time()
+    run = ex.trained(profile, args.task, args.method, args.seed)
+    generator = ex.hf_generator(profile, run)
+    sizes = list(range(2, 2 * top + 1, args.every))
+    rows = step_accuracy(args.task, generator, sizes, args.n, args.seed, ex.trained_contexts(run),
+                         method=args.method, stream="valid")
+    table = {kind: {r["size"]: round(r["accuracy"], 2) for r in rows if r["kind"] == kind}
+             for kind in ("call", "combine", "base")}
+    m = json.loads((run / "measurements.json").read_text())
+    out = {k: v for k, v in vars(args).items() if k != "threads"} | {
+        "top": top, "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
+        "final_loss": (m.get("losses") or [[None, None]])[-1][1], "steps_by_size": table, "run": run.name}
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with LOG.open("a") as f:
+        f.write(json.dumps(out) + "\n")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

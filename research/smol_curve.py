@@ -1,0 +1,93 @@
+"""SmolLM2-135M's learning curve on Re-Tuning addition (trained 1-8 digits), for sizing the `smol` profile.
+
+One LoRA run (the paper's adapter: r 64, q/k/v/o) at a constant learning rate after warm-up, so the curve does
+not depend on where the budget ends. Every `--every` steps a Trainer callback runs the teacher-forced step probe
+(retune.probe.step_accuracy: call / combine / base accuracy by size, validation problems, in distribution and
+beyond) on the weights of that moment and appends one JSON line per step to research/logs/smol_curve.jsonl.
+Checkpoints every `--every` steps: a killed run resumes (steps already logged are not probed again).
+
+    python research/smol_curve.py --steps 1500 --every 100 [--threads 1]
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from retune import experiments as ex
+from retune import presets, train
+from retune.decode import HFGenerator
+from retune.probe import step_accuracy
+from retune.profiles import load_profile
+
+LOG = Path(__file__).resolve().parent / "logs" / "smol_curve.jsonl"
+
+
+def logged_steps() -> set[int]:
+    return {json.loads(line)["step"] for line in LOG.read_text().splitlines()} if LOG.is_file() else set()
+
+
+class StepProbe(TrainerCallback):
+    """Probe the model being trained at every checkpoint (on_save), then return it to training mode."""
+
+    def __init__(self, tokenizer, sizes, n, seed, exclude, meta):
+        self.tokenizer, self.sizes, self.n, self.seed, self.exclude, self.meta = tokenizer, sizes, n, seed, exclude, meta
+        self.done = logged_steps()
+        self.start = time.time()
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.done:
+            return
+        t = time.time()
+        rows = step_accuracy("addition", HFGenerator(model, self.tokenizer), self.sizes, self.n, self.seed,
+                             self.exclude, stream="valid")
+        model.train()
+        loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+        line = dict(self.meta, step=state.global_step, loss=loss, probe_seconds=round(time.time() - t),
+                    wall_seconds=round(time.time() - self.start), rows=rows)
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        with LOG.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        summary = {k: [round(r["accuracy"], 2) for r in rows if r["kind"] == k] for k in ("call", "combine", "base")}
+        print(f"step {state.global_step} loss {loss}: {summary}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--top", type=int, default=8, help="largest trained size (digits)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12, 16])
+    ap.add_argument("--n", type=int, default=10, help="validation problems per size")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    profile = load_profile("cpu", {"paths": {"data": "runs/probe-data"}, "pretrain": None,
+                                   "train": {"sizes": {"addition": args.top}, "distribution": "scaled"}})
+    data = ex.dataset(profile, "addition", "retuning", args.seed)
+    source = str(presets.fetch("smollm2-135m"))
+    config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch,
+                                "warmup_steps": args.warmup, "lr_schedule": "constant_with_warmup",
+                                "save_steps": args.every, "lora": True, "seed": args.seed, "threads": args.threads})
+    from retune.model import load_pretrained
+
+    model, tokenizer = load_pretrained(source)
+    del model  # only its tokenizer: the run loads its own
+    exclude = {json.loads(line)["input"] for line in Path(data).read_text().splitlines()}
+    meta = {"model": "SmolLM2-135M", "lr": args.lr, "batch": args.batch, "top": args.top, "seed": args.seed,
+            "threads": args.threads, "n": args.n}
+    run = train.train(source, [data], config, "runs", callbacks=[StepProbe(tokenizer, args.sizes, args.n, args.seed,
+                                                                          exclude, meta)])
+    print(run)
+
+
+if __name__ == "__main__":
+    main()
