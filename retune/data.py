@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sys
@@ -197,9 +196,11 @@ def write(records, out: str | Path, parameters: dict) -> dict:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # Only what the inputs decide goes into the manifest (it is committed beside ignored data and must come out
+    # byte-identical when rebuilt): no timing, no timestamp, no absolute path, no Python version (the bytes are
+    # the same on every Python; the sha256 above is what vouches for them).
     manifest = summary.result() | {"file": out.name, "sha256": digest.hexdigest(), "bytes": size,
-                                   "parameters": parameters,
-                                   "versions": {"retune": __version__, "python": platform.python_version()}}
+                                   "parameters": parameters, "versions": {"retune": __version__}}
     write_json(manifest_path(out), manifest)
     return manifest
 
@@ -260,7 +261,8 @@ def write_json(path: Path, obj) -> None:
 
 def make(task: str, method: str, out: str | Path, distribution: str = "scaled", sizes=(1, 8), n: int = 100,
          seed: int = 0, variant: int = 0, progress: bool = True, announce=None) -> dict:
-    """Build and write one dataset, streamed to disk; returns its manifest (with the build time).
+    """Build and write one dataset, streamed to disk; returns its manifest, plus the build time (`build_seconds`,
+    which is returned and printed but never written: it differs on every build, and the manifest is committed).
 
     Every argument and the output path are checked before any work; `announce` (e.g. print) is told what will
     be built and its estimated size first. A dataset estimated larger than the free disk space is refused."""
@@ -283,9 +285,7 @@ def make(task: str, method: str, out: str | Path, distribution: str = "scaled", 
         parameters |= {"sizes": f"{sizes[0]}-{sizes[1]}", "n": n}
     records = iter_records(task, method, distribution, sizes, n, seed, variant, progress)
     manifest = write(records, out, parameters)
-    manifest["build_seconds"] = round(time.perf_counter() - start, 2)
-    write_json(manifest_path(out), manifest)
-    return manifest
+    return manifest | {"build_seconds": round(time.perf_counter() - start, 2)}
 
 
 def add_cli(sub) -> None:
