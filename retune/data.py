@@ -18,7 +18,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__, files
-from .tasks import METHODS, RECURSIVE_METHODS, TASKS, check_method, get_task
+from .tasks import METHODS, TASKS, get_method, get_task
+from .tasks.methods import RETUNING
 
 # scaled: n random problems per size, every step of each; distinct: the same problems, but a recursive method's
 # steps de-duplicated by prompt across problems (as the reference does), so the few distinct short sub-problems
@@ -51,7 +52,7 @@ MAX_N = 100_000  # problems per size
 MAX_PROBLEMS = 2_000_000  # problems in one dataset (n x number of sizes)
 
 
-def problems(task, distribution: str, sizes=(1, 8), n: int = 100, seed: int = 0, method: str = "retuning"):
+def problems(task, distribution: str, sizes=(1, 8), n: int = 100, seed: int = 0, method: str = RETUNING.name):
     """The problems of a distribution, in a fixed order for a given seed."""
     rng = random.Random(seed)
     if distribution == "paper":
@@ -76,8 +77,9 @@ def iter_records(task: str, method: str, distribution: str = "scaled", sizes=(1,
     check_args(task, method, distribution, sizes, n)
     spec = get_task(task, variant)
     paper = distribution == "paper"
-    distinct = distribution == "distinct" and method in RECURSIVE_METHODS
-    seen = set() if distinct or (paper and method in RECURSIVE_METHODS) else None
+    recursive = get_method(method).recursive
+    distinct = distribution == "distinct" and recursive
+    seen = set() if distinct or (paper and recursive) else None
     floor = size_repeats(spec, method, sizes, n, seed) if distinct else {}
     weights = random.Random(seed + 1)  # a stream of its own, so re-sampling never shifts the problems
     for problem in tqdm(problems(spec, distribution, sizes, n, seed, method), desc=f"{task}/{method}",
@@ -85,7 +87,7 @@ def iter_records(task: str, method: str, distribution: str = "scaled", sizes=(1,
         for ex in spec.examples(problem, method, seen):
             repeats = spec.paper_repeats(ex, method, weights) if paper else floor.get(ex.size, 1)
             record = {"input": ex.input, "output": ex.output, "task": task, "method": method, "size": ex.size}
-            if method in RECURSIVE_METHODS:
+            if recursive:
                 record.update(depth=ex.depth, kind=ex.kind)
             if variant:
                 record["variant"] = variant
@@ -112,7 +114,7 @@ def build(task: str, method: str, distribution: str = "scaled", sizes=(1, 8), n:
 def check_args(task, method, distribution, sizes, n) -> None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-    check_method(method)
+    get_method(method)  # a ValueError naming the methods
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
     if distribution == "paper":

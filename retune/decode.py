@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
 from .files import atomic_write_text
-from .tasks import RECURSIVE_METHODS, SOLUTION, Malformed, Task, check_method, return_text
+from .tasks import SOLUTION, Malformed, Task, get_method
 from .tasks.base import CALL_MARK, node_answer
 
 # --- error kinds -------------------------------------------------------------------------------------------
@@ -439,10 +439,11 @@ class _Problem:
 
     def __init__(self, task: Task, method: str, problem: Any, limits: Limits):
         self.task, self.method, self.problem = task, method, problem
+        self.rules = get_method(method)  # how the method decodes: one context or a tree, returns or not
         size = task.size_of(problem)
         examples = task.examples(problem, method)
         self.top_context = examples[0].input
-        self.recursive = method in RECURSIVE_METHODS
+        self.recursive = self.rules.recursive
         self.depth_limit = limits.depth if limits.depth is not None else task.depth_limit(size)
         self.call_limit = limits.calls
         self.new_tokens = limits.new_tokens if limits.new_tokens is not None else \
@@ -525,14 +526,14 @@ def _advance(state: _Problem, open_: _Open, gen: Generation) -> _Open | None:
         if parent.parent is None and len(parent.node.calls) == state.top_calls:
             parent.node.answer = node.answer  # the top level ends at this return: it is the answer
             return state.finish(node.answer, node)
-        parent.node.context += return_text(state.method, node.answer)
+        parent.node.context += state.rules.return_text(node.answer)
         return parent
     if len(node.calls) + 1 > state.call_limit:
         return state.fail(node, "call_limit")
     node.calls.append(call)
-    if state.method == "no_carryover":  # the ablation: the call is written but never solved
+    if not state.rules.returns:  # no_carryover: no answer would come back, so the call is written, never solved
         node.returns.append(None)
-        node.context += return_text(state.method, "")
+        node.context += state.rules.return_text("")
         return open_
     if any(a.prompt == call for a in _ancestors(open_)):
         return state.fail(node, "repeated_call")
@@ -553,7 +554,7 @@ def decode(task: Task, problems: Sequence[Any], method: str, generator: Generato
     Returns one Trace per problem, in order. Never raises on model output. `progress`: a tqdm bar over steps
     (None: only when the decoding is large enough to take a while).
     """
-    check_method(method)
+    get_method(method)  # a ValueError naming the methods, before any work
     limits = limits or Limits()
     states = [_Problem(task, method, p, limits) for p in problems]
     open_ = [_Open(s.trace.root, None, i) for i, s in enumerate(states)]

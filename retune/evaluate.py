@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .decode import LIMIT_KINDS, Trace, TraceNode
-from .tasks import RECURSIVE_METHODS, Node, Task, check_method
+from .tasks import Node, Task, get_method
 
 DEPARTURE_KINDS = ("wrong_call", "wrong_base", "wrong_combination", "malformed", "limit")
 
@@ -37,7 +37,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def oracle_tree(task: Task, problem: Any, method: str) -> Node:
     """The call tree the method's decoding should produce: the task's tree for recursive methods, a single
     context (its top context and its one target) otherwise."""
-    if method in RECURSIVE_METHODS:
+    if get_method(method).recursive:
         return task.tree(problem)
     example = task.examples(problem, method)[0]
     return Node(example.input, [example.output])
@@ -108,13 +108,13 @@ def teacher_forced(task: Task, problems: Sequence[Any], method: str, generator) 
     Returns {"trace_exact": [bool per problem], "steps": {(depth, kind): [right, total]}} over unique contexts.
     `generator` needs an `exact(contexts, targets)` method (HFGenerator, OracleGenerator).
     """
-    check_method(method)
+    recursive = get_method(method).recursive
     per_problem, unique = [], {}
     for problem in problems:
         tree = oracle_tree(task, problem, method)
         rows = []
         for node, depth in tree.walk():
-            contexts = node.contexts(method) if method in RECURSIVE_METHODS else [(node.prompt, node.turns[0], "full")]
+            contexts = node.contexts(method) if recursive else [(node.prompt, node.turns[0], "full")]
             for context, target, kind in contexts:
                 unique.setdefault(context, (target, depth, kind))
                 rows.append(context)

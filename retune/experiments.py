@@ -20,8 +20,7 @@ from .files import atomic_write_text, check_output_dir, locked
 from .model import DTYPES
 from .profiles import Profile, split_methods
 from .tasks import METHODS, TASKS, get_task
-
-MAIN_METHODS = ("baseline", "scratchpad", "retuning")
+from .tasks.methods import MAIN_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 

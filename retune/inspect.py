@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 from .decode import Trace, TraceNode
 from .evaluate import first_departure, oracle_tree
-from .tasks import Node, get_task
+from .tasks import METHODS, Node, get_task
 
 RED, GREEN, GREY = "#c62828", "#2e7d32", "#666"
 BOX = "margin:2px 0 2px 14px;padding:2px 6px;border-left:2px solid {colour};"
@@ -200,11 +200,14 @@ def export_html(traces: Trace | dict | Sequence, path: str | Path, title: str = 
 
 
 # --- which failures a page shows --------------------------------------------------------------------------------
-METHOD_ORDER = ("retuning", "scratchpad", "baseline")  # Re-Tuning first: its failures are the call trees
-
-
-def method_rank(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+def method_rank(method: str) -> tuple[int, int, str]:
+    """The order failures are shown in: the paper's main methods last to first (Re-Tuning first: its failures are
+    the call trees; then scratchpad, then baseline), then the ablations in the registry's order, then any name
+    the registry does not know, by name."""
+    m = METHODS.get(method)
+    if m is None:
+        return 2, 0, method
+    return (0, -m.order, method) if m.main else (1, m.order, method)
 
 
 def tree_depth(trace: Trace) -> int:

@@ -20,11 +20,12 @@ from pathlib import Path
 from . import experiments, train
 from .evaluate import oracle_tree, wilson
 from .tasks import get_task
+from .tasks.methods import RETUNING
 
 KINDS = ("call", "combine", "base")
 
 
-def step_contexts(task, problem, method: str = "retuning") -> list[tuple[str, str, str]]:
+def step_contexts(task, problem, method: str = RETUNING.name) -> list[tuple[str, str, str]]:
     """(context, target, kind) of the top node's call steps, of the highest combine step and of the base step at
     the bottom of the problem's oracle call tree (its deepest node, a problem of the smallest size)."""
     tree = oracle_tree(task, problem, method)
@@ -39,7 +40,7 @@ def step_contexts(task, problem, method: str = "retuning") -> list[tuple[str, st
 
 
 def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclude: set[str] = frozenset(),
-                  variant: int = 0, method: str = "retuning", stream: str = "eval") -> list[dict]:
+                  variant: int = 0, method: str = RETUNING.name, stream: str = "eval") -> list[dict]:
     """Teacher-forced accuracy per problem size and step kind: one row per (size, kind) with right/total and a
     Wilson 95 % interval. Problems come from experiments.eval_problems (seeded apart from training, never a
     trained top context); `stream` "valid" draws validation problems, the ones recipes are chosen on."""
@@ -84,7 +85,7 @@ def pretrained_run(profile, seed: int, log=print) -> Path | None:
         source = str(presets.fetch(name))
     else:
         source = name
-    data = experiments.dataset(profile, spec.task, "retuning", seed)
+    data = experiments.dataset(profile, spec.task, RETUNING.name, seed)
     # threads 0: torch's setting as the caller left it (a `prepare` worker's share, or the profile's via
     # step_probe), so a worker never takes every core beside the others
     config = dict(train.recipe_of(spec.train), seed=seed, lora=spec.lora, threads=0)
@@ -99,7 +100,7 @@ def step_probe(profile, seed: int | None = None, log=print):
     seed = profile.seeds[0] if seed is None else seed
     spec = profile.step_probe
     task = spec.task
-    runs = {experiments.model_label(profile): experiments.trained(profile, task, "retuning", seed)}
+    runs = {experiments.model_label(profile): experiments.trained(profile, task, RETUNING.name, seed)}
     experiments.use_threads(profile)
     pretrained = pretrained_run(profile, seed, log)
     if pretrained is not None:

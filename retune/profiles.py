@@ -27,6 +27,7 @@ from typing import Any, Union
 from .decode import Limits
 from .model import DTYPES, TinyConfig
 from .tasks import METHODS, TASKS
+from .tasks.methods import ABLATION_STUDY, MAIN_METHODS, RETUNING
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -126,8 +127,8 @@ class StudiesSection:
     efficiency_methods: Union[list[str], None] = None  # null: all methods
     variants: list[int] = field(default_factory=lambda: [0, 1, 2])  # prompt phrasings (0 is the paper's)
     variant_tasks: Union[list[str], None] = None  # null: all tasks
-    variant_methods: list[str] = field(default_factory=lambda: ["retuning"])
-    ablations: list[str] = field(default_factory=lambda: ["retuning", "inline", "no_carryover"])  # retuning: reference
+    variant_methods: list[str] = field(default_factory=lambda: [RETUNING.name])
+    ablations: list[str] = field(default_factory=lambda: list(ABLATION_STUDY))  # Re-Tuning (the reference), ablations
     ablation_tasks: Union[list[str], None] = None  # null: all tasks
     seeds: Union[list[int], None] = None  # seeds of these studies; null: the profile's seeds
 
@@ -163,7 +164,7 @@ class Profile:
     profile: str = "default"  # the name results are filed under (results/notebooks/<profile>/)
     seeds: list[int] = field(default_factory=lambda: [0])  # training/evaluation seeds; tables pool them
     tasks: list[str] = field(default_factory=lambda: ["addition", "dp", "parity"])
-    methods: list[str] = field(default_factory=lambda: ["baseline", "scratchpad", "retuning"])
+    methods: list[str] = field(default_factory=lambda: list(MAIN_METHODS))  # the paper's three
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
     workers: int = 1  # > 1: `retune reproduce` first trains and evaluates every run in this many processes side by
     #                   side (threads // workers torch threads each; a tiny model uses 2 one-thread processes

@@ -9,7 +9,7 @@ problems (retune.evaluate.wilson), the interval the paper's small out-of-distrib
 In distribution (`id`) means size <= the largest training size; out of distribution (`ood`) is up to twice that;
 longer ranges get their own rows, `ood>2x` (2x..4x), `ood>4x` (4x..8x), ...
 
-Top layer: imports evaluate; nothing below imports this.
+Top layer: imports evaluate and the method registry (order, colours); nothing below imports this.
 """
 from __future__ import annotations
 
@@ -22,21 +22,23 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .evaluate import wilson
+from .tasks.methods import ABLATION_STUDY, METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "results"
 FIGURES_DIR = ROOT / "figures"
 
-# Methods in the order the paper discusses them; ablations after. Fixed colours: a method looks the same in every
-# figure of the project.
-METHOD_ORDER = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
+# Methods in the order the paper discusses them, ablations after (the registry's order). Fixed colours: a method
+# looks the same in every figure of the project.
+METHOD_ORDER = tuple(METHODS)
 
 
 def method_palette() -> dict:
+    """Method name -> its colour: the registry's index into seaborn's "colorblind" palette."""
     import seaborn as sns
 
-    colours = sns.color_palette("colorblind", len(METHOD_ORDER))
-    return dict(zip(METHOD_ORDER, colours))
+    colours = sns.color_palette("colorblind", 1 + max(m.colour for m in METHODS.values()))
+    return {name: colours[m.colour] for name, m in METHODS.items()}
 
 
 def set_style() -> None:
@@ -400,7 +402,7 @@ def plot_variants(df: pd.DataFrame):
 
 
 def ablation_table(df: pd.DataFrame, trained_max: dict | None = None,
-                   methods: Sequence[str] = ("retuning", "inline", "no_carryover")) -> pd.DataFrame:
+                   methods: Sequence[str] = ABLATION_STUDY) -> pd.DataFrame:
     """Accuracy per task x ablation (the `ablation` column, else `method`) x split."""
     column = "ablation" if "ablation" in df else "method"
     data = df[df[column].isin(methods)]
@@ -410,7 +412,7 @@ def ablation_table(df: pd.DataFrame, trained_max: dict | None = None,
 
 
 def plot_ablations(df: pd.DataFrame, trained_max: dict | None = None,
-                   methods: Sequence[str] = ("retuning", "inline", "no_carryover")):
+                   methods: Sequence[str] = ABLATION_STUDY):
     """Ablations: accuracy per method among Re-Tuning, inline (no isolated contexts) and no carry-over (calls
     solved but their answers not returned), per task, bars grouped by split."""
     set_style()

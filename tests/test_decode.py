@@ -5,7 +5,7 @@ import pytest
 
 from retune.decode import (ERROR_KINDS, Generation, HFGenerator, Limits, OracleGenerator, Trace, decode,
                            decode_one_by_one, load_traces, oracle_targets, parse_call, save_traces)
-from retune.tasks import METHODS, RECURSIVE_METHODS, get_task
+from retune.tasks import METHODS, get_method, get_task
 
 # far beyond every training distribution (addition 15, dp 5, parity 21)
 SIZES = {"addition": (1, 2, 16, 33, 60), "dp": (1, 2, 6, 17, 30), "parity": (1, 2, 22, 41, 60)}
@@ -190,7 +190,7 @@ def test_fuzz_nothing_crashes_every_failure_is_named(tmp_path):
                 assert t.correct == (t.outcome == "correct")
                 if t.error:  # the node where decoding stopped says why
                     assert [n.error for n in t.root.walk() if n.error] == [t.error]
-                if method in RECURSIVE_METHODS:
+                if get_method(method).recursive:
                     assert max(n.depth for n in t.root.walk()) <= task.depth_limit(t.size)
                     assert all(len(n.calls) <= 4 for n in t.root.walk())
             traces += out

@@ -19,7 +19,7 @@ import torch
 from retune.model import (EOS, PAD, UNK, TinyConfig, char_tokenizer, encode_context, encode_example, encode_target,
                           load_pretrained, tiny_llama)
 from retune.presets import is_fetched, preset_path
-from retune.tasks import METHODS, RECURSIVE_METHODS, TASKS, get_task, return_text
+from retune.tasks import METHODS, TASKS, get_task
 
 from _tiny_gguf import write_tiny_gguf
 
@@ -97,11 +97,11 @@ def next_contexts():
         task = get_task(name)
         for size in (2, 3):
             top = task.tree(task.sample(size, rng))
-            for method in RECURSIVE_METHODS:
+            for method in (m for m in METHODS.values() if m.recursive):
                 for node, _ in top.walk():
-                    turns = node.contexts(method)
+                    turns = method.contexts(node)
                     for (ctx, turn, _), (nxt, _, _), child in zip(turns, turns[1:], node.children):
-                        out.append((ctx, turn, nxt, return_text(method, child.answer)))
+                        out.append((ctx, turn, nxt, method.return_text(child.answer)))
     return out
 
 

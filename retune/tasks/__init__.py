@@ -1,12 +1,14 @@
 """The task registry: every module in this folder that defines a Task subclass with a `name` is a task, so adding
-a task means adding one file. `get_task(name, variant)` is the only entry point the rest needs."""
+a task means adding one file. `get_task(name, variant)` is the only entry point the rest needs; the methods are
+objects of their own registry (retune.tasks.methods: `METHODS`, `get_method(name)`)."""
 import importlib
 import pkgutil
 
-from .base import METHODS, RECURSIVE_METHODS, SOLUTION, Example, Malformed, Node, Task, check_method, return_text
+from .base import SOLUTION, Example, Malformed, Node, Task
+from .methods import METHODS, Method, get_method
 
 
-SUPPORT = ("base", "render")  # modules of this folder that are not tasks
+SUPPORT = ("base", "methods", "render")  # modules of this folder that are not tasks
 
 
 def _discover() -> dict[str, type[Task]]:
@@ -27,5 +29,5 @@ def get_task(name: str, variant: int = 0) -> Task:
     return TASKS[name](variant)
 
 
-__all__ = ["TASKS", "METHODS", "RECURSIVE_METHODS", "SOLUTION", "Example", "Malformed", "Node", "Task",
-           "check_method", "get_task", "return_text"]
+__all__ = ["TASKS", "METHODS", "SOLUTION", "Example", "Malformed", "Method", "Node", "Task", "get_method",
+           "get_task"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .base import CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
+from .methods import get_method
 
 # Prompt phrasings: 0 is the paper's; the others keep the protocol (every call uses the same phrasing).
 PROMPTS = ("{a} + {b}", "{a} plus {b}", "Add {a} and {b}", "What is {a} + {b}?")
@@ -63,7 +64,7 @@ class Addition(Task):
                     yield (b, a) if rng.random() < 0.5 else (a, b)
 
     def paper_repeats(self, example, method, rng):
-        if method not in ("retuning", "no_carryover"):
+        if not get_method(method).recursive:
             return 1
         la, lb = example.meta["lengths"]
         if la == lb and 3 <= la <= 11:  # the reference thins out equal-length mid-size prompts

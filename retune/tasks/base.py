@@ -1,8 +1,9 @@
-"""The machinery every task shares: the oracle call tree, the methods' formats and their training examples.
+"""The machinery every task shares: the oracle call tree, the protocol's marks, the Task interface and parsers.
 
 A task file only says what is specific to it (sampler, solver, prompts, renderers, parsers); everything that
-follows from the Re-Tuning protocol (docs/protocol.md, "The Re-Tuning protocol") lives here, so a new task is one
-new file.
+follows from the Re-Tuning protocol (docs/protocol.md, "The Re-Tuning protocol") lives here and in
+retune.tasks.methods (how each method renders a call tree into training examples and reads its answer), so a new
+task is one new file.
 """
 from __future__ import annotations
 
@@ -15,20 +16,13 @@ BASELINE_SUFFIX = "\nAnswer: "
 ANSWER_MARK = "\nAnswer: "
 CALL_MARK = "Call: "
 
-METHODS = ("baseline", "scratchpad", "retuning", "inline", "no_carryover")
-RECURSIVE_METHODS = ("retuning", "no_carryover")  # decoded as a tree of fresh contexts
 
+def _method(name: str):
+    """The registered method called `name` (retune.tasks.methods; imported here, where it is used, because it
+    builds on this module's Node and Example); a ValueError naming the allowed values otherwise."""
+    from .methods import get_method
 
-def carries_returns(method: str) -> bool:
-    """Whether a call's answer comes back to its caller (every recursive method but the no_carryover ablation)."""
-    return method != "no_carryover"
-
-
-def return_text(method: str, answer: str) -> str:
-    """What the decoder appends to a caller's context once its call has been solved."""
-    if method == "no_carryover":  # ablation: the caller goes on without the call's answer
-        return "Answer: "
-    return f"Return: {answer}\nAnswer: "
+    return get_method(name)
 
 
 class Malformed(ValueError):
@@ -96,19 +90,12 @@ class Node:
             stack.extend((child, d + 1) for child in reversed(node.children))
 
     def ends_at_last_return(self, method: str) -> bool:
-        """Whether decoding `method` stops this context when its last call returns (no final turn)."""
-        return self.answer_is_last_return and carries_returns(method)
+        """Whether decoding `method` (a recursive one) stops this context when its last call returns."""
+        return _method(method).ends_at_last_return(self)
 
-    def contexts(self, method: str = "retuning") -> list[tuple[str, str, str]]:
-        """(context, target, kind) for each turn of this node, as the decoder sees them."""
-        out, context = [], self.prompt + SOLUTION
-        turns = self.turns[:-1] if self.ends_at_last_return(method) else self.turns
-        for i, turn in enumerate(turns):
-            kind = "call" if i < len(self.children) else self.kind_of_last
-            out.append((context, turn, kind))
-            if i < len(self.children):
-                context += turn + return_text(method, self.children[i].answer)
-        return out
+    def contexts(self, method: str) -> list[tuple[str, str, str]]:
+        """(context, target, kind) for each turn of this node, as a recursive method's decoder sees them."""
+        return _method(method).contexts(self)
 
     def to_dict(self) -> dict:
         root = {"prompt": self.prompt, "turns": self.turns, "children": []}
@@ -125,25 +112,6 @@ class Node:
 def node_answer(final_turn: str) -> str:
     """A context's answer as returned to its caller: the text after its last `\\nAnswer: ` (or the whole turn)."""
     return final_turn.rsplit(ANSWER_MARK, 1)[-1]
-
-
-def inline_body(node: Node) -> str:
-    """The ablation without isolation: every sub-solution written inside its caller's single context.
-    Iterative (a stack of texts to emit and nodes to expand), so the depth of the tree does not matter."""
-    parts, stack = [], [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            parts.append(item)
-            continue
-        expansion = ["Solution: "]
-        for i, turn in enumerate(item.turns):
-            expansion.append(turn)
-            if i < len(item.children):
-                child = item.children[i]
-                expansion += [child, "\n" + return_text("retuning", child.answer)]
-        stack.extend(reversed(expansion))
-    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -208,22 +176,9 @@ class Task:
 
     # --- derived -------------------------------------------------------------------------------------
     def examples(self, problem: Any, method: str, seen: set | None = None) -> list[Example]:
-        """Training examples of one problem; recursive methods are split at every call (docs/protocol.md,
-        "Training examples").
-        `seen` de-duplicates recursive methods' contexts across problems by prompt."""
-        check_method(method)
-        size = self.size_of(problem)
-        if method == "baseline":
-            return [Example(*self.baseline(problem), size=size)]
-        if method == "scratchpad":
-            return [Example(*self.scratchpad(problem), size=size)]
-        top = self.tree(problem)
-        if method == "inline":
-            return [Example(top.prompt + SOLUTION, inline_body(top)[len("Solution: "):], size=size, meta=top.meta)]
-        out = []
-        for node, depth in top.walk(seen=seen):
-            out += [Example(c, t, depth, k, node.size, node.meta) for c, t, k in node.contexts(method)]
-        return out
+        """Training examples of one problem, as `method` renders it (retune.tasks.methods); `seen` de-duplicates
+        recursive methods' contexts across problems by prompt."""
+        return _method(method).examples(self, problem, seen)
 
     def paper_problems(self, method: str, rng: random.Random):
         """The reference training problems, before re-sampling (docs/protocol.md, "Training distributions")."""
@@ -240,23 +195,13 @@ class Task:
     def final_answer(self, method: str, text: str) -> Any:
         """The final answer from the text a method produced at top level (its answer text for recursive
         methods, the whole generation for single-context ones); raises Malformed."""
-        check_method(method)
-        if method == "baseline":
-            return self.parse_baseline(text)
-        if method == "scratchpad":
-            return self.parse_scratchpad(text)
-        return self.parse_answer(node_answer(text))
+        return _method(method).final_answer(self, text)
 
     def is_correct(self, problem: Any, method: str, text: str) -> bool:
         try:
             return self.final_answer(method, text) == self.solve(problem)
         except Malformed:
             return False
-
-
-def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
 
 
 def parse_int(text: str, what: str = "integer") -> int:

@@ -9,6 +9,7 @@ import itertools
 import random
 
 from .base import CALL_MARK, Malformed, Node, Task, parse_int_list
+from .methods import get_method
 
 # (top, dp, chosen) prompts per phrasing; 0 is the paper's.
 PROMPTS = (
@@ -112,7 +113,7 @@ class DynamicProgramming(Task):
             yield from (list(x) for x in itertools.product(range(LOW, HIGH + 1), repeat=n))
 
     def paper_repeats(self, example, method, rng):
-        if method in ("retuning", "no_carryover"):
+        if get_method(method).recursive:
             if example.size == 5:
                 return 0 if rng.random() < 0.85 else 1
             return {1: 250, 2: 30, 3: 4}.get(example.size, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 from .base import CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
+from .methods import get_method
 
 PROMPTS = (
     "What is the parity of {x}?",
@@ -47,9 +48,10 @@ class Parity(Task):
         return node
 
     def paper_problems(self, method, rng):
-        """Re-Tuning: 250,000 random 21-bit lists (their suffixes are the calls). Baseline and scratchpad:
-        min(15000, max(300, 20 % of 2^L)) lists drawn with replacement per length 1..21."""
-        if method in ("retuning", "no_carryover", "inline"):
+        """Methods that write calls (Re-Tuning, its ablations): 250,000 random 21-bit lists (their suffixes are
+        the calls). Baseline and scratchpad: min(15000, max(300, 20 % of 2^L)) lists drawn with replacement per
+        length 1..21."""
+        if get_method(method).writes_calls:
             for _ in range(250_000):
                 yield self.sample(21, rng)
             return
@@ -60,7 +62,7 @@ class Parity(Task):
     def paper_repeats(self, example, method, rng):
         # The paper does not state the reference's weights toward short lists; we use the dynamic-programming
         # ones (docs/protocol.md, "Training distributions").
-        if method in ("retuning", "no_carryover"):
+        if get_method(method).recursive:
             return {1: 250, 2: 30, 3: 4}.get(example.size, 1)
         return 1
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .base import RECURSIVE_METHODS, Node, Task, check_method
+from .base import Node, Task
+from .methods import MAIN_METHODS, get_method
 
 OPEN, CLOSE = "«", "»"
 BLOCK = re.compile(r"<!-- rendered: (?P<spec>[^\n]*?) -->\n```text\n(?P<body>.*?)```", re.DOTALL)
@@ -36,8 +37,7 @@ def marked(contexts: list[tuple[str, str, str]]) -> str:
 
 def render(task: Task, problem: Any, method: str) -> str:
     """Every context of `problem`'s oracle solution under `method` (see the module docstring)."""
-    check_method(method)
-    if method not in RECURSIVE_METHODS:
+    if not get_method(method).recursive:
         (example,) = task.examples(problem, method)
         context = [(example.input, example.output, example.kind)]
         answer = task.final_answer(method, example.output)
@@ -63,7 +63,7 @@ def comments(task: Task, node: Node, method: str, number: int, numbers: dict, pa
         return [f"→ the context ends when #{last} returns; its return is the answer: {node.answer}",
                 f"→ final answer: {task.final_answer(method, node.answer)}"]
     if id(node) in parents:
-        if method == "no_carryover":
+        if not get_method(method).returns:
             return [f"→ answer (never returned to #{parents[id(node)]}: no carry-over): {node.answer}"]
         return [f"→ returns to #{parents[id(node)]}: {node.answer}"]
     return [f"→ final answer: {task.final_answer(method, node.turns[-1])}"]
@@ -79,7 +79,7 @@ def render_variants(task_name: str, problem: Any) -> str:
         task = get_task(task_name, variant)
         top = task.tree(problem)
         lines = [f"variant {variant}" + (" (the paper's)" if variant == 0 else "")]
-        for method in ("baseline", "scratchpad", "retuning"):
+        for method in MAIN_METHODS:
             lines.append(f"  {method + ':':<17} {task.top_context(problem, method)!r}")
         lines += [f"  {f'call {i + 1}:':<17} {child.prompt!r}" for i, child in enumerate(top.children)]
         out.append("\n".join(lines) + "\n")
