@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from retune.decode import HFGenerator, decode, decode_one_by_one, oracle_targets
+from retune.decode import decode, decode_one_by_one
+from retune.generators import HFGenerator, oracle_targets
 from retune.model import TinyConfig, char_tokenizer, tiny_llama
 from retune.tasks import get_task
 

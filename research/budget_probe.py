@@ -7,7 +7,7 @@ Prints one JSON line: steps, train seconds, accuracy in and beyond the trained r
 import argparse
 import json
 
-from retune import experiments as ex
+from retune import pipeline, runs
 from retune.profiles import load_profile
 
 
@@ -19,8 +19,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     profile = load_profile("cpu", {"train": {"max_steps": args.steps}})
-    run = ex.trained(profile, args.task, args.method, args.seed)
-    traces = ex.evaluate_run(profile, run, args.task, args.method, args.seed)
+    run = runs.trained(profile, runs.spec_for(profile, args.task, args.method, args.seed))
+    traces = pipeline.evaluate_run(profile, run, args.task, args.method, args.seed)
     top = profile.train.sizes[args.task]
     split = {"id": [t for t in traces if t.size <= top], "ood": [t for t in traces if top < t.size <= 2 * top]}
     seconds = json.loads((run / "measurements.json").read_text())["train_seconds"]

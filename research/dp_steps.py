@@ -11,7 +11,7 @@ import collections
 import re
 from pathlib import Path
 
-from retune import experiments as ex
+from retune import pipeline
 from retune.evaluate import oracle_tree
 from retune.profiles import load_profile
 from retune.tasks import get_task
@@ -32,7 +32,7 @@ def group(context: str, kind: str) -> tuple:
 def contexts(n: int, seed: int) -> dict:
     task = get_task("dp")
     out = {}
-    for problem in ex.eval_problems("dp", (3, 5), n, seed, stream="valid"):
+    for problem in pipeline.eval_problems("dp", (3, 5), n, seed, stream="valid"):
         for node, _ in oracle_tree(task, problem, "retuning").walk():
             for context, target, kind in node.contexts("retuning"):
                 out[context] = (target, group(context, kind))
@@ -67,7 +67,7 @@ def main():
     profile = load_profile("cpu")
     unique = contexts(args.n, args.seed)
     for name in args.runs:
-        generator = ex.hf_generator(profile, Path("runs") / name)
+        generator = pipeline.hf_generator(profile, Path("runs") / name)
         keys = list(unique)
         right = generator.exact(keys, [unique[c][0] for c in keys])
         tally = collections.defaultdict(lambda: [0, 0])

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from retune import experiments as ex
+from retune import pipeline, runs
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
 
@@ -53,10 +53,10 @@ def main():
     profile = load_profile("cpu", overrides(args))
     top = profile.train.sizes[args.task]
     start = time.time()
-    run = ex.trained(profile, args.task, args.method, args.seed)
-    generator = ex.hf_generator(profile, run)
+    run = runs.trained(profile, runs.spec_for(profile, args.task, args.method, args.seed))
+    generator = pipeline.hf_generator(profile, run)
     sizes = list(range(2, 2 * top + 1, args.every))
-    rows = step_accuracy(args.task, generator, sizes, args.n, args.seed, ex.trained_contexts(run),
+    rows = step_accuracy(args.task, generator, sizes, args.n, args.seed, pipeline.trained_contexts(run),
                          method=args.method, stream="valid")
     table = {kind: {r["size"]: round(r["accuracy"], 2) for r in rows if r["kind"] == kind}
              for kind in ("call", "combine", "base")}

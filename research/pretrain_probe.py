@@ -10,7 +10,7 @@ import random
 
 from retune import pretrain, train
 from retune.data import parse_sizes
-from retune.decode import HFGenerator
+from retune.generators import HFGenerator
 
 
 def main():

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from retune import experiments as ex
+from retune import pipeline, runs
 from retune.profiles import load_profile
 
 LOG = Path(__file__).resolve().parent / "logs" / "recipe.jsonl"
@@ -63,11 +63,11 @@ def main():
     profile = load_profile("cpu", over)
     top = profile.train.sizes[args.task]
     start = time.time()
-    run = ex.trained(profile, args.task, args.method, args.seed, args.distribution)
+    run = runs.trained(profile, runs.RunSpec(args.task, args.method, args.seed, args.distribution))
     # validation problems (stream "valid"), never the reported evaluation problems
-    problems = ex.eval_problems(args.task, (2, top), args.eval_n, args.seed, exclude=ex.trained_contexts(run),
+    problems = pipeline.eval_problems(args.task, (2, top), args.eval_n, args.seed, exclude=pipeline.trained_contexts(run),
                                 stream="valid")
-    traces = ex.decode_with(profile, run, args.task, args.method, problems)
+    traces = pipeline.decode_with(profile, run, args.task, args.method, problems)
     m = json.loads((run / "measurements.json").read_text())
     by_size = {}
     for t in traces:

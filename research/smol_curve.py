@@ -15,9 +15,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from retune import experiments as ex
+from retune import runs
 from retune import presets, train
-from retune.decode import HFGenerator
+from retune.generators import HFGenerator
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
 
@@ -72,7 +72,7 @@ def main():
     torch.set_num_threads(args.threads)
     profile = load_profile("cpu", {"paths": {"data": "runs/probe-data"}, "pretrain": None,
                                    "train": {"sizes": {"addition": args.top}, "distribution": "scaled"}})
-    data = ex.dataset(profile, "addition", "retuning", args.seed)
+    data = runs.dataset(profile, "addition", "retuning", args.seed)
     source = str(presets.fetch("smollm2-135m"))
     config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch,
                                 "warmup_steps": args.warmup, "lr_schedule": "constant_with_warmup",

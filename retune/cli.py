@@ -5,7 +5,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = {"data": "retune.data", "train": "retune.train", "eval": "retune.experiments", "reproduce": "retune.reproduce"}
+COMMANDS = {"data": "retune.commands.data", "train": "retune.commands.train", "eval": "retune.commands.eval",
+            "reproduce": "retune.commands.reproduce"}
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:

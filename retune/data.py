@@ -10,7 +10,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__, files
-from .tasks import METHODS, TASKS, get_method, get_task
+from .files import file_sha256, write_json
+from .tasks import TASKS, get_method, get_task
 from .tasks.methods import RETUNING
 
 # scaled: n random problems per size, every step of each; distinct: the same problems, but a recursive method's
@@ -224,14 +224,6 @@ def manifest_path(path: str | Path) -> Path:
     return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified(path: str | Path) -> dict | None:
     """The manifest of a dataset when it vouches for the file beside it (same size and sha256), else None: a
     missing, unreadable or stale manifest (e.g. a writer killed between the data and its manifest)."""
@@ -255,10 +247,6 @@ def read(path: str | Path) -> list[dict]:
 
 def read_manifest(path: str | Path) -> dict:
     return json.loads(manifest_path(path).read_text())
-
-
-def write_json(path: Path, obj) -> None:
-    files.atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def make(task: str, method: str, out: str | Path, distribution: str = "scaled", sizes=(1, 8), n: int = 100,
@@ -288,43 +276,3 @@ def make(task: str, method: str, out: str | Path, distribution: str = "scaled", 
     records = iter_records(task, method, distribution, sizes, n, seed, variant, progress)
     manifest = write(records, out, parameters)
     return manifest | {"build_seconds": round(time.perf_counter() - start, 2)}
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("data", help="build a training dataset (JSONL + manifest)",
-                       description="Build a training dataset of one task and method as JSONL records "
-                                   "(input, output, task, method, size; depth and kind for recursive "
-                                   "methods) with a manifest beside it (FILE.manifest.json).")
-    p.add_argument("--task", required=True, choices=list(TASKS), help="the task")
-    p.add_argument("--method", required=True, choices=list(METHODS),
-                   help="baseline, scratchpad, retuning, or an ablation: inline (no isolation), "
-                        "no_carryover (no Return line)")
-    p.add_argument("--distribution", default="scaled", choices=list(DISTRIBUTIONS),
-                   help="paper: the reference training distribution and re-sampling (its sizes and counts are "
-                        "fixed, so --sizes and --n are refused with it); "
-                        "scaled: N random problems per size, every step of each; distinct: the same problems "
-                        "with a recursive method's steps de-duplicated by prompt; efficiency: N distinct "
-                        "problems per size (default: scaled)")
-    limits = ", ".join(f"{name} {cls.max_size}" for name, cls in TASKS.items())
-    p.add_argument("--sizes", help=f"problem sizes A-B: digits, list length or bits (default 1-8; at most: {limits})")
-    p.add_argument("--n", type=int, help=f"problems per size (default 100; at most {MAX_N}, and at most "
-                                         f"{MAX_PROBLEMS} problems in all); records are streamed to disk and a "
-                                         f"dataset larger than the free disk space is refused before it starts")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--variant", type=int, default=0, help="prompt phrasing, 0 = the paper's (tasks have 0-3)")
-    p.add_argument("--out", required=True, help="output JSONL file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> None:
-    if args.distribution == "paper" and (args.sizes is not None or args.n is not None):
-        raise ValueError("--distribution paper has fixed sizes and counts; drop --sizes and --n "
-                         "(or use --distribution scaled / distinct / efficiency)")
-    files.check_output_file(args.out, "--out", companions=(MANIFEST_SUFFIX,))
-    sizes = parse_sizes("1-8" if args.sizes is None else args.sizes)
-    n = 100 if args.n is None else args.n
-    manifest = make(args.task, args.method, args.out, args.distribution, sizes, n, args.seed, args.variant,
-                    progress=not args.quiet, announce=lambda line: print(line, file=sys.stderr))
-    print(json.dumps({"out": str(args.out), "records": manifest["records"], "sha256": manifest["sha256"],
-                      "build_seconds": manifest["build_seconds"]}))

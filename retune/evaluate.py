@@ -5,7 +5,7 @@ tree, and exact teacher-forced evaluation.
 - `first_departure(...)` names where a failed problem first leaves its oracle call tree.
 - `teacher_forced(...)` checks every unique context of the oracle trees in batched forward passes.
 
-Which problems are evaluated, with which model, and the `retune eval` command live in retune.experiments: the
+Which problems are evaluated, with which model, and the `retune eval` command live in retune.pipeline and retune.commands.eval: the
 notebooks and the command share that one path.
 """
 from __future__ import annotations

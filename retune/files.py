@@ -8,6 +8,8 @@ later run could mistake for a finished result.
   `remove_stale_temps` can delete those whose writer is gone (killed) without touching a live writer's.
 - `locked`: one process at a time makes a given result (two workers asking for the same run or evaluation:
   the second waits, then finds it cached).
+- The helpers every layer shares, written once: `ROOT` (the repository), `DEFAULT_PROFILE`, `versions()` (what
+  produced a result), `file_sha256`, `write_json` (atomic).
 
 The lowest layer: imports nothing from retune.
 """
@@ -16,10 +18,36 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: profiles/, data/, results/, figures/, notebooks/
+DEFAULT_PROFILE = "cpu"  # what `make reproduce`, `retune train | eval | reproduce` and the notebooks use unless told
+
+
+def versions() -> dict:
+    """Versions of what produced a result, read from package metadata (so torch is not imported)."""
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for package in ("torch", "transformers", "tokenizers", "peft", "retune", "pandas", "seaborn", "matplotlib"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def nearest_existing(path: Path) -> Path:
@@ -132,6 +160,11 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "s
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path, obj) -> Path:
+    """`obj` as indented JSON, written atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 @contextlib.contextmanager

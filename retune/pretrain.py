@@ -112,7 +112,7 @@ def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
             "kind": kind, "size": length}
 
 
-def build(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0) -> list[dict]:
+def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0) -> list[dict]:
     """`examples` records, operations and sequence kinds equally likely, lengths uniform in 2..max_length (half
     that for integer lists, whose items are several characters: DP out of distribution needs 10). `surfaces`
     "many" writes each record in a random surface; a share `multiline` of the records are multi-line recalls."""
@@ -139,13 +139,16 @@ def build(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", 
     return out
 
 
-def dataset(spec: dict, seed: int, data_dir: Path) -> Path:
-    """The pre-training set of `spec` ({examples, max_length}) for `seed`, written once with its manifest."""
+def dataset(spec: dict, seed: int, data_dir: Path, build: bool = True) -> Path | None:
+    """The pre-training set of `spec` ({examples, max_length, surfaces, multiline}) for `seed`, written once with
+    its manifest; with build False, None unless it is on disk."""
     surfaces, multiline = spec.get("surfaces", "one"), spec.get("multiline", 0.0)
     variant = ("" if surfaces == "one" else f"-{surfaces}") + (f"-ml{multiline:g}" if multiline else "")
     path = Path(data_dir) / f"pretrain-generic{variant}-len{spec['max_length']}-n{spec['examples']}-s{seed}.jsonl"
     if data.verified(path) is None:
-        records = build(spec["examples"], spec["max_length"], seed, surfaces, multiline)
+        if not build:
+            return None
+        records = build_records(spec["examples"], spec["max_length"], seed, surfaces, multiline)
         data.write(records, path, {"task": "generic", "method": "pretrain", "seed": seed,
                                    "examples": spec["examples"], "max_length": spec["max_length"],
                                    **({"surfaces": surfaces} if surfaces != "one" else {}),
@@ -154,17 +157,24 @@ def dataset(spec: dict, seed: int, data_dir: Path) -> Path:
 
 
 def pretrained_base(spec: dict, model_config: dict | None, seed: int, data_dir: Path, runs_dir: Path,
-                    progress: bool = True) -> Path:
-    """The run directory of a tiny model pre-trained on the generic set (trained once, then cached)."""
-    config = dict(spec.get("train") or {}, seed=seed, lora=False, progress=progress)
-    return train.train("tiny", [dataset(spec, seed, data_dir)], config, runs_dir, model_config)
+                    progress: bool = True, build: bool = True) -> Path | None:
+    """The run directory of a tiny model pre-trained on the generic set (trained once, then cached); with build
+    False, None unless that run is finished (nothing is built or trained)."""
+    config = train.make_config(dict(spec.get("train") or {}, seed=seed, lora=False, progress=progress))
+    generic = dataset(spec, seed, data_dir, build)
+    if build:
+        return train.train("tiny", [generic], config, runs_dir, model_config)
+    if generic is None:
+        return None
+    run_dir = train.run_directory(train.identify("tiny", [generic], config, model_config), runs_dir)
+    return run_dir if (run_dir / "measurements.json").is_file() else None
 
 
-def rehearsal(spec: dict, task_data: Path, seed: int, data_dir: Path) -> Path:
+def rehearsal(spec: dict, task_data: Path, seed: int, data_dir: Path, build: bool = True) -> Path | None:
     """Generic examples to mix into a fine-tuning set: a fraction `spec['mix']` of the mixed total, drawn from
     a stream apart from pre-training's (seed + 1000)."""
     mix = spec["mix"]
     if not 0 < mix < 1:
         raise ValueError(f"pretrain mix must be in (0, 1); got {mix}")
     count = round(data.read_manifest(task_data)["records"] * mix / (1 - mix))
-    return dataset(dict(spec, examples=max(count, 1)), seed + 1000, data_dir)
+    return dataset(dict(spec, examples=max(count, 1)), seed + 1000, data_dir, build)

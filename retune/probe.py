@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import experiments, train
+from . import pipeline, runs, train
+from .profiles import where
 from .evaluate import oracle_tree, wilson
 from .tasks import get_task
 from .tasks.methods import RETUNING
@@ -42,12 +43,12 @@ def step_contexts(task, problem, method: str = RETUNING.name) -> list[tuple[str,
 def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclude: set[str] = frozenset(),
                   variant: int = 0, method: str = RETUNING.name, stream: str = "eval") -> list[dict]:
     """Teacher-forced accuracy per problem size and step kind: one row per (size, kind) with right/total and a
-    Wilson 95 % interval. Problems come from experiments.eval_problems (seeded apart from training, never a
+    Wilson 95 % interval. Problems come from pipeline.eval_problems (seeded apart from training, never a
     trained top context); `stream` "valid" draws validation problems, the ones recipes are chosen on."""
     task = get_task(task_name, variant)
     rows = []
     for size in sizes:
-        problems = experiments.eval_problems(task_name, (size, size), n, seed, variant, exclude, stream)
+        problems = pipeline.eval_problems(task_name, (size, size), n, seed, variant, exclude, stream)
         steps = [s for p in problems for s in step_contexts(task, p, method)]
         right = generator.exact([c for c, _, _ in steps], [t for _, t, _ in steps]) if steps else []
         for kind in KINDS:
@@ -85,11 +86,11 @@ def pretrained_run(profile, seed: int, log=print) -> Path | None:
         source = str(presets.fetch(name))
     else:
         source = name
-    data = experiments.dataset(profile, spec.task, RETUNING.name, seed)
-    # threads 0: torch's setting as the caller left it (a `prepare` worker's share, or the profile's via
+    data = runs.dataset(profile, spec.task, RETUNING.name, seed)
+    # threads 0: torch's setting as the caller left it (an executor worker's share, or the profile's via
     # step_probe), so a worker never takes every core beside the others
     config = dict(train.recipe_of(spec.train), seed=seed, lora=spec.lora, threads=0)
-    return train.train(source, [data], train.make_config(config), experiments.where(profile, "runs"))
+    return train.train(source, [data], train.make_config(config), where(profile, "runs"))
 
 
 def step_probe(profile, seed: int | None = None, log=print):
@@ -100,15 +101,15 @@ def step_probe(profile, seed: int | None = None, log=print):
     seed = profile.seeds[0] if seed is None else seed
     spec = profile.step_probe
     task = spec.task
-    runs = {experiments.model_label(profile): experiments.trained(profile, task, RETUNING.name, seed)}
-    experiments.use_threads(profile)
+    models = {runs.model_label(profile): runs.trained(profile, runs.spec_for(profile, task, RETUNING.name, seed))}
+    runs.use_threads(profile)
     pretrained = pretrained_run(profile, seed, log)
     if pretrained is not None:
-        runs[f"{Path(str(spec.model)).name} + LoRA"] = pretrained
+        models[f"{Path(str(spec.model)).name} + LoRA"] = pretrained
     out = []
-    for label, run_dir in runs.items():
-        generator = experiments.hf_generator(profile, run_dir)
-        exclude = experiments.trained_contexts(run_dir)
+    for label, run_dir in models.items():
+        generator = pipeline.hf_generator(profile, run_dir)
+        exclude = pipeline.trained_contexts(run_dir)
         for row in step_accuracy(task, generator, probe_sizes(profile), spec.n, seed, exclude):
             out.append({"model": label, **row})
     return pd.DataFrame(out)

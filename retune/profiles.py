@@ -1,7 +1,7 @@
 """Profiles: the run settings of a reproduction, typed (one dataclass per section) and read from YAML.
 
-`load_profile("cpu")` starts from the defaults of the dataclasses below (the only place defaults are written),
-merges profiles/cpu.yaml over them, then every further profile name, YAML path or dict given after it, the later
+`load_profile(name)` starts from the defaults of the dataclasses below (the only place defaults are written),
+merges profiles/<name>.yaml over them, then every further profile name, YAML path or dict given after it, the later
 one winning. Merging is deep for mappings (a profile that sets `train: {max_steps: 20}` keeps the other train
 keys) and replaces everything else (lists, scalars, null). The merged mapping is then checked before any work
 starts: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the wrong
@@ -11,29 +11,26 @@ Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-trainin
 fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
 (the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written).
 
-A low layer: it imports only the plain dataclasses of tasks, model and decode, so experiments, the runner, the
+A low layer: it imports only the plain dataclasses of tasks, model and decode, so runs, the pipeline, the runner, the
 CLI and the notebooks can all use it.
 """
 from __future__ import annotations
 
 import copy
-import difflib
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
 from .decode import Limits
+from .files import DEFAULT_PROFILE, ROOT
 from .model import DTYPES, TinyConfig
+from .settings import ProfileError, build
 from .tasks import METHODS, TASKS
 from .tasks.methods import ABLATION_STUDY, MAIN_METHODS, RETUNING
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used: the message is one line naming the key, the value and what is allowed."""
+PROFILES_DIR = ROOT / "profiles"
 
 
 # --- the sections ------------------------------------------------------------------------------------------------
@@ -96,7 +93,7 @@ class PretrainSection:
 class TrainSection(Recipe):
     """The fine-tuning recipe (the keys of Recipe) and the training data."""
 
-    sizes: dict[str, int] = field(default_factory=lambda: {"addition": 8, "dp": 5, "parity": 10})  # largest training
+    sizes: dict[str, int] = field(default_factory=lambda: {n: t.trained_max for n, t in TASKS.items()})  # largest training
     #                               size per task (training uses 1..this): the in-distribution edge
     problems_per_size: int = 200  # problems per size in the scaled training distribution (retune.data)
     distribution: Union[str, dict] = "scaled"  # the runs' training distribution, for every task or per task
@@ -109,8 +106,8 @@ class TrainSection(Recipe):
 
 @dataclass
 class EvalSection:
-    sizes: dict[str, list[int]] = field(default_factory=lambda: {"addition": [2, 16], "dp": [2, 10],
-                                                                 "parity": [2, 20]})  # [lo, hi] per task
+    sizes: dict[str, list[int]] = field(default_factory=lambda: {n: [2, 2 * t.trained_max] for n, t in TASKS.items()})
+    #                               [lo, hi] per task (default: in distribution and beyond, to twice the trained edge)
     problems_per_size: int = 20  # fresh problems per size and seed (never a training problem)
     batch_size: int = 64  # contexts per batched generate call
     chunk: int = 256  # problems decoded between saves (an interrupted evaluation resumes from the last)
@@ -163,7 +160,7 @@ class StepProbeSection:
 class Profile:
     profile: str = "default"  # the name results are filed under (results/notebooks/<profile>/)
     seeds: list[int] = field(default_factory=lambda: [0])  # training/evaluation seeds; tables pool them
-    tasks: list[str] = field(default_factory=lambda: ["addition", "dp", "parity"])
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))  # every task of the registry
     methods: list[str] = field(default_factory=lambda: list(MAIN_METHODS))  # the paper's three
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
     workers: int = 1  # > 1: `retune reproduce` first trains and evaluates every run in this many processes side by
@@ -181,128 +178,18 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        """The section dataclasses by name (pretrain's, behind its Optional, included): where an unknown
+        top-level key may belong."""
+        out = {}
+        for name, hint in typing.get_type_hints(cls).items():
+            options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+            out.update({name: o for o in options if is_dataclass(o)})
+        return out
+
 
 # --- building and checking --------------------------------------------------------------------------------------
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        plural = {int: "integers", float: "numbers", str: "strings"}
-        return f"a list of {plural.get(args[0], _describe(args[0]))}" if args else "a list"
-    if origin is dict:
-        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}" if args else "a mapping"
-    if is_dataclass(hint):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
-            type(None): "null", Any: "anything"}.get(hint, str(hint))
-
-
-def _wrong(where: str, value, hint) -> ProfileError:
-    return ProfileError(f"{where}: expected {_describe(hint)}, got {value!r}")
-
-
-def _convert(value, hint, where: str):
-    """`value` checked against the type `hint` (and converted: int -> float, nested mappings -> dataclasses)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return copy.deepcopy(value)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ProfileError as err:
-                if is_dataclass(option) and isinstance(value, dict):
-                    raise err  # the mapping was meant for the section: its own error says more
-        raise _wrong(where, value, hint)
-    if is_dataclass(hint):
-        return build(hint, value, where)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _wrong(where, value, hint)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _wrong(where, value, hint)
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _wrong(where, value, hint)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _wrong(where, value, hint)
-    if origin is list or hint is list:
-        if not isinstance(value, list):
-            raise _wrong(where, value, hint)
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise _wrong(where, value, hint)
-        if not args:
-            return copy.deepcopy(value)
-        return {_convert(k, args[0], f"{where} key"): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"no check for type {hint!r} ({where})")  # a new field type needs a rule here
-
-
-def _sections() -> dict[str, type]:
-    """The section dataclasses of Profile by name (pretrain's, behind its Optional, included)."""
-    out = {}
-    for name, hint in _hints(Profile).items():
-        options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
-        out.update({name: o for o in options if is_dataclass(o)})
-    return out
-
-
-def unknown_key(key: str, allowed, where: str) -> ProfileError:
-    """An error naming an unknown key, the keys allowed there and the closest one (or the section that has it)."""
-    allowed = list(allowed)
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    if where == "profile" and not close:
-        homes = [f"{name}.{key}" for name, cls in _sections().items() if key in {f.name for f in fields(cls)}]
-        hint = f"; did you mean {' or '.join(homes)}?" if homes else ""
-    return ProfileError(f"unknown key {key!r} in {where}{hint} (allowed: {', '.join(allowed)})")
-
-
-_HINTS: dict[type, dict] = {}
-
-
-def _hints(cls) -> dict:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def build(cls, data, where: str = "profile"):
-    """An instance of the dataclass `cls` from a mapping: defaults for missing keys, every given key checked."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise _wrong(where, data, cls)
-    hints = _hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in hints:
-            raise unknown_key(key, names, where)
-    prefix = "" if where == "profile" else f"{where}."
-    values = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:  # a section's own check (e.g. Limits) rejected a value
-        raise ProfileError(f"{where}: {err}") from None
-
-
 def _choices(where: str, values, allowed) -> None:
     bad = [v for v in values if v not in allowed]
     if bad:
@@ -485,4 +372,10 @@ def from_parameters(namespace: dict) -> Profile:
     settings = namespace.get("settings")
     if settings is not None:
         return check(build(Profile, settings))
-    return load_profile(namespace.get("profile", "cpu"))
+    return load_profile(namespace.get("profile") or DEFAULT_PROFILE)
+
+
+def where(profile: Profile, key: str) -> Path:
+    """A profile's directory for `key` (data, runs, results, figures: its `paths` section), relative to the repo."""
+    path = Path(getattr(profile.paths, key))
+    return path if path.is_absolute() else ROOT / path

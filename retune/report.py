@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 
 from .evaluate import wilson
+from .files import ROOT, versions
 from .tasks.methods import ABLATION_STUDY, METHODS
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "results"
 FIGURES_DIR = ROOT / "figures"
 
@@ -52,19 +51,6 @@ def set_style() -> None:
 
 
 # --- saving ------------------------------------------------------------------------------------------------------
-def versions() -> dict:
-    """Versions of what produced a result (read from package metadata, so torch is not imported)."""
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for package in ("torch", "transformers", "peft", "retune", "pandas", "seaborn", "matplotlib"):
-        try:
-            out[package] = md.version(package)
-        except md.PackageNotFoundError:
-            out[package] = None
-    return out
-
-
 def profile_meta(profile, **extra) -> dict:
     """The `meta` of a result made under a profile (a retune.profiles.Profile, or its dict): its name, seeds, model
     and the whole parameter set."""

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
-from .model import (TinyConfig, char_tokenizer, encode_example, load_pretrained, resolve_model, tiny_llama, torch_dtype,
-                    with_lora)
-from .data import file_sha256
-from .files import locked
-from .profiles import LOSS_MEANS, Recipe, build
+from . import data
+from .files import file_sha256, locked, versions, write_json
+from .model import TinyConfig, char_tokenizer, load_pretrained, resolve_model, tiny_llama, torch_dtype, with_lora
+from .profiles import Recipe
+from .settings import build
+from .trainer import make_trainer, read_jsonl, tokenize
 
 
 @dataclass
@@ -46,105 +46,6 @@ LATER_DEFAULTS = {"loss_mean": "token"}
 def key_config(config: dict) -> dict:
     """The part of a run's config (a dict, as in run.json) that determines its result."""
     return {k: v for k, v in config.items() if k not in NOT_IN_KEY and LATER_DEFAULTS.get(k, object()) != v}
-
-
-# --- data ------------------------------------------------------------------------------------------------
-
-def read_jsonl(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset {str(path)!r} does not exist (--data expects a JSONL file from `retune data`)")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
-    """Encoded examples (prompt labels -100, EOS after the target) and the number dropped for being too long.
-
-    Too-long examples are dropped, not truncated: a truncated target would teach the model to stop mid-answer."""
-    examples, dropped = [], 0
-    for r in records:
-        ids, labels = encode_example(tokenizer, r["input"], r["output"])
-        if len(ids) > max_length:
-            dropped += 1
-            continue
-        examples.append({"input_ids": ids, "labels": labels})
-    return examples, dropped
-
-
-def completion_collator(tokenizer):
-    """transformers' DataCollatorForSeq2Seq on a right-padding copy of `tokenizer` (positions then start at 0, as
-    in generation; the tokenizer itself keeps the left padding generation needs).
-
-    Labels were built per example (prompt -100, target, EOS) and are padded with -100, so padding never masks a
-    real EOS even when the pad token is EOS (LLaMA)."""
-    import copy
-
-    from transformers import DataCollatorForSeq2Seq
-
-    right = copy.copy(tokenizer)
-    right.padding_side = "right"
-    return DataCollatorForSeq2Seq(right, label_pad_token_id=-100, return_tensors="pt")
-
-
-class TokenCounter:
-    """Real and padded tokens of the batches actually trained on (counted at the training step: the data loader
-    collates one batch ahead, so counting in the collator would include a batch that never trains)."""
-
-    def __init__(self):
-        self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
-
-    def add(self, attention_mask) -> None:
-        real = int(attention_mask.sum())
-        self.real_tokens += real
-        self.padded_tokens += attention_mask.numel() - real
-        self.batch_tokens.append(real)
-        self.examples += attention_mask.shape[0]
-
-    @property
-    def padding_fraction(self) -> float:
-        return self.padded_tokens / max(self.real_tokens + self.padded_tokens, 1)
-
-
-class LengthGroupedSampler:
-    """Shuffled batches of similar length, so little of each batch is padding.
-
-    Like transformers' LengthGroupedSampler (shuffle, sort within mega-batches of 50 batches, cut into batches), but
-    the order is a function of (seed, epoch) only: a run resumed mid-training sees exactly the batches the
-    uninterrupted run saw, which the global RNG state at the start of a resumed epoch would not guarantee."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega: int = 50):
-        self.lengths, self.batch_size, self.seed, self.mega, self.epoch = lengths, batch_size, seed, mega, 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (via accelerate) at every epoch
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        import torch
-
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        size = self.batch_size * self.mega
-        batches = []
-        for start in range(0, len(order), size):
-            chunk = sorted(order[start:start + size], key=lambda i: self.lengths[i], reverse=True)
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        # Shuffle whole batches, but keep a short last batch last: the DataLoader cuts the flat index list every
-        # batch_size indices, so a short batch in the middle would shift every later batch.
-        full = [b for b in batches if len(b) == self.batch_size]
-        short = [b for b in batches if len(b) < self.batch_size]
-        full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
-        return iter([i for b in full + short for i in b])
-
-
-def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
-    """The fraction of positions that are padding when `batches` (lists of example indices) are padded."""
-    real = sum(lengths[i] for b in batches for i in b)
-    total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    return 1 - real / max(total, 1)
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -247,13 +148,26 @@ def placement(model) -> dict:
 
 # --- the run cache ---------------------------------------------------------------------------------------
 
+_IDENTITIES: dict[tuple, dict] = {}  # (path, size, mtime): a file is hashed once per process, not per lookup
+
+
 def data_identity(path) -> dict:
     """sha256, task and method of a dataset. The sha256 is always the file's own: a manifest is only trusted
     for task and method when it names that same sha256 (a writer killed between the data and its manifest
     leaves a stale one beside new data), else they come from the first record."""
+    path = Path(path)
+    st = path.stat()
+    manifest = data.manifest_path(path)
+    m = manifest.stat() if manifest.is_file() else None
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, m and (m.st_size, m.st_mtime_ns))
+    if memo not in _IDENTITIES:
+        _IDENTITIES[memo] = _data_identity(path)
+    return dict(_IDENTITIES[memo])
+
+
+def _data_identity(path: Path) -> dict:
     from .data import verified
 
-    path = Path(path)
     m = verified(path)
     if m is not None:
         params = m.get("parameters", {})
@@ -279,6 +193,27 @@ def run_name(data: list[dict], key: str) -> str:
     return f"{tasks}-{methods}-{key[:16]}"
 
 
+class RunIdentity(NamedTuple):
+    """What a run is, computed without loading or training anything: the base's kind and identity, the
+    datasets' identities and the cache key over both and the recipe."""
+
+    kind: str
+    base: dict
+    data: list[dict]
+    key: str
+
+
+def identify(model_source: str, dataset_paths, config: TrainConfig, model_config: dict | None = None) -> RunIdentity:
+    kind, base = base_identity(model_source, model_config, config.dtype)
+    data = [data_identity(p) for p in dataset_paths]
+    return RunIdentity(kind, base, data, run_key(base, data, config))
+
+
+def run_directory(ident: RunIdentity, runs_dir) -> Path:
+    """Where a run lives: runs_dir/<task>-<method>-<key prefix>."""
+    return Path(runs_dir) / run_name(ident.data, ident.key)
+
+
 def last_checkpoint(checkpoints: Path) -> Path | None:
     done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
@@ -289,82 +224,6 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
 def use_lora(config: TrainConfig, kind: str):
     """The LoRA setting of a run: explicit when given, else LoRA only for a pretrained base."""
     return config.lora if config.lora is not None else kind == "pretrained"
-
-
-def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
-    from transformers import TrainingArguments
-
-    bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
-    if bf16 and not cuda:
-        raise ValueError("bf16=True needs a CUDA device; use bf16='auto' or False on CPU")
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=config.lr,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_schedule,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,  # the last two: if a kill lands while the newest is being written, the older is whole
-        logging_steps=config.logging_steps,
-        bf16=bf16,
-        use_cpu=not cuda,
-        remove_unused_columns=False,  # our collator needs input_ids and labels as they are
-        dataloader_num_workers=0,  # tiny batches collate in microseconds; workers would only add start-up time
-        report_to="none",
-        disable_tqdm=not config.progress,
-    )
-
-
-def example_mean_loss(outputs, labels, num_items_in_batch=None):
-    """The mean over examples of each example's mean target-token loss (Recipe.loss_mean = "example")."""
-    import torch.nn.functional as F
-
-    logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
-    per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-    mask = target != -100
-    per_example = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return per_example[mask.any(1)].mean()
-
-
-def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
-    """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
-    seed-determined sampler."""
-    import torch
-    from transformers import PrinterCallback, Trainer
-
-    sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
-
-    counter = TokenCounter()
-
-    if config.loss_mean not in LOSS_MEANS:
-        raise ValueError(f"loss_mean must be one of {', '.join(LOSS_MEANS)}; got {config.loss_mean!r}")
-    per_example = config.loss_mean == "example"
-
-    class RetuneTrainer(Trainer):
-        loss_is_scaled_for_ga = False if per_example else None  # a per-batch mean: the Trainer divides by grad_accum
-
-        def _get_train_sampler(self, train_dataset=None):
-            return sampler
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            counter.add(inputs["attention_mask"])
-            return super().training_step(model, inputs, num_items_in_batch)
-
-    args = training_arguments(config, output_dir, torch.cuda.is_available())
-    trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks),
-                            compute_loss_func=example_mean_loss if per_example else None)
-    if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
-        trainer.remove_callback(PrinterCallback)
-    return trainer, counter
 
 
 def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = None, runs_dir="runs",
@@ -387,10 +246,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         torch.set_num_threads(config.threads)
 
     start = time.perf_counter()
-    kind, identity = base_identity(model_source, model_config, config.dtype)
-    data = [data_identity(p) for p in paths]
-    key = run_key(identity, data, config)
-    run_dir = Path(runs_dir) / run_name(data, key)
+    kind, identity, data_ids, key = ident = identify(model_source, paths, config, model_config)
+    run_dir = run_directory(ident, runs_dir)
     with locked(run_dir):  # a second process asking for this run waits, then finds it finished
         if (run_dir / "measurements.json").is_file():
             return run_dir  # cached: nothing loaded, nothing trained
@@ -410,7 +267,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         source_ref = model_source if kind == "tiny" or not Path(model_source).expanduser().is_dir() \
             else str(Path(model_source).expanduser().resolve())
         run = {"key": key, "model": source_ref, "model_kind": kind, "model_config": model_config, "base": identity,
-               "data": [dict(d, path=str(p)) for d, p in zip(data, paths)], "config": asdict(config),
+               "data": [dict(d, path=str(p)) for d, p in zip(data_ids, paths)], "config": asdict(config),
                "lora": lora if lora is not True else "paper"}
         (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
@@ -426,7 +283,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         save_model(trainer.model, tok, run_dir, bool(lora))
         m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
                          trainer, result, resume)
-        write_json_atomic(run_dir / "measurements.json", m)  # last: marks the run finished
+        write_json(run_dir / "measurements.json", m)  # last: marks the run finished
         shutil.rmtree(checkpoints, ignore_errors=True)
         return run_dir
 
@@ -434,12 +291,6 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
 def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:
     model.save_pretrained(run_dir / ("adapter" if lora else "model"))
     tokenizer.save_pretrained(run_dir / "tokenizer")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def peak_memory() -> dict:
@@ -450,15 +301,6 @@ def peak_memory() -> dict:
     if torch.cuda.is_available():
         out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
-
-
-def versions() -> dict:
-    import peft
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "python": sys.version.split()[0]}
 
 
 def stats(values: list[int]) -> dict:
@@ -492,7 +334,7 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
     }
 
 
-# --- configuration and the CLI ---------------------------------------------------------------------------
+# --- configuration ---------------------------------------------------------------------------------------
 
 def make_config(overrides: dict, base: TrainConfig | None = None) -> TrainConfig:
     """A TrainConfig from `base` with `overrides`, each key and value checked as in a profile (an unknown key is
@@ -505,35 +347,3 @@ def recipe_of(section) -> dict:
     """The Recipe keys of a profile section (train or pretrain.train), without its other keys (sizes, ...)."""
     names = {f.name for f in fields(Recipe)}
     return {k: v for k, v in asdict(section).items() if k in names}
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("train", help="fine-tune a model on JSONL datasets (cached by content)",
-                              description="Fine-tune a tiny model from scratch, one of our runs, or a pretrained "
-                                          "causal LM on one or more datasets, with a profile's `train` recipe and "
-                                          "`model` section; prints the run directory.")
-    p.add_argument("--data", action="append", required=True, metavar="FILE.jsonl",
-                   help="training data (repeatable; the files are concatenated)")
-    p.add_argument("--profile", default="cpu", help="profile name (profiles/) or YAML path, as for `retune reproduce`")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
-                   help="override a profile key (repeatable), dotted into a section: --set train.max_steps=100")
-    p.add_argument("--model", help="model.source: 'tiny', a run directory, a local model directory, or a hub id "
-                   "when RETUNE_ALLOW_HUB=1 (never downloaded otherwise)")
-    p.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's first)")
-    p.set_defaults(func=run_cli)
-
-
-def run_cli(args) -> Path:
-    from .profiles import load_profile, parse_sets
-
-    overrides = parse_sets(args.set) | ({"model": {"source": args.model}} if args.model else {})
-    profile = load_profile(args.profile, overrides)
-    seed = profile.seeds[0] if args.seed is None else args.seed
-    config = make_config(dict(recipe_of(profile.train), seed=seed, threads=profile.threads))
-    source = profile.model.source
-    tiny = asdict(profile.model.tiny) if source == "tiny" else None
-    paths = profile.paths.runs
-    runs_dir = Path(paths) if Path(paths).is_absolute() else Path(__file__).resolve().parent.parent / paths
-    run_dir = train(source, args.data, config, runs_dir, tiny)
-    print(run_dir)
-    return run_dir

@@ -2,8 +2,9 @@
 tree (sub-problems solved without a call) answer with a space, and single-context methods answer with a space
 everywhere. Failed Re-Tuning traces therefore nest as deep as their problem's call tree, which a smoke model
 (20 training steps: it never writes a call) cannot show."""
-from retune import experiments as ex
-from retune.decode import Generation, OracleGenerator, decode
+from retune import pipeline, runs
+from retune.decode import decode
+from retune.generators import Generation, OracleGenerator
 from retune.tasks import get_task
 
 
@@ -36,10 +37,9 @@ def planted(task_name: str, method: str, problems: list) -> list:
 def planted_runs(profile) -> list[tuple[dict, dict, list]]:
     """(run spec, labels, traces) for every main run of the profile, on its own evaluation problems."""
     out = []
-    for run in ex.main_runs(profile):
-        problems = ex.eval_problems(run["task"], tuple(profile.eval.sizes[run["task"]]),
-                                    profile.eval.problems_per_size, run["seed"])
-        spec = ex.run_spec(run)
-        out.append((spec, ex.run_labels(profile, spec, f"{run['task']}-{run['method']}-planted"),
-                    planted(run["task"], run["method"], problems)))
+    for spec in runs.main_runs(profile):
+        problems = pipeline.eval_problems(spec.task, tuple(profile.eval.sizes[spec.task]),
+                                          profile.eval.problems_per_size, spec.seed)
+        out.append((spec, spec.labels(profile, f"{spec.task}-{spec.method}-planted"),
+                    planted(spec.task, spec.method, problems)))
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retune import experiments as ex
+from retune import traces
 from retune.inspect import RED, export_failures
 from retune.profiles import load_profile
 
@@ -63,7 +63,7 @@ def shipped(tmp_path_factory):
     dirs = {"paths": {k: str(root / f"{k}_dir") for k in ("data", "runs", "results", "figures")}}
     profile = load_profile("smoke", dirs)
     groups = planted_runs(profile)
-    ex.write_traces(profile, groups)
+    traces.write_traces(profile, groups)
     return profile, root, [t for _, _, traces in groups for t in traces]
 
 

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from retune.decode import (ERROR_KINDS, Generation, HFGenerator, Limits, OracleGenerator, Trace, decode,
-                           decode_one_by_one, load_traces, oracle_targets, parse_call, save_traces)
+from retune.decode import ERROR_KINDS, Limits, Trace, decode, decode_one_by_one, load_traces, parse_call, save_traces
+from retune.generators import Generation, HFGenerator, OracleGenerator, oracle_targets
 from retune.tasks import METHODS, get_method, get_task
 
 # far beyond every training distribution (addition 15, dp 5, parity 21)

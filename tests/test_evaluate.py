@@ -4,7 +4,8 @@ from collections import Counter
 
 import pytest
 
-from retune.decode import Generation, HFGenerator, Limits, OracleGenerator, decode
+from retune.decode import Limits, decode
+from retune.generators import Generation, HFGenerator, OracleGenerator
 from retune.evaluate import first_departure, oracle_tree, teacher_forced, wilson
 from retune.tasks import get_task
 

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from retune.decode import Generation, OracleGenerator, decode, load_traces, save_traces
+from retune.decode import decode, load_traces, save_traces
+from retune.generators import Generation, OracleGenerator
 from retune.evaluate import first_departure, oracle_tree
 from retune.inspect import (Inspector, _LiveOrStatic, export_failures, export_html, first_wrong, inspector, oracle_of,
                             pick_failures, select, static_view, trace_html, tree_depth, visible)

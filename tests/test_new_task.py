@@ -1,16 +1,29 @@
-"""Adding a task is one file: a Task subclass with the task-specific parts. This one (the sum of a digit list,
-each call dropping the first digit) is registered by discovery, builds data for every method and is solved by
-the oracle through the recursive decoder, with no change anywhere else."""
-import random
+"""Adding a task is one file. A task module written to disk (here a folder named by $RETUNE_TASK_DIRS, as a user's
+own tasks; a file in retune/tasks/ is found the same way) is picked up by the registry, the data, the decoder and
+evaluation, the profiles' defaults and the notebooks, with no change anywhere else. And each task file shows
+its own prompts and targets for one small problem, kept equal to the code's rendering."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
-from retune import data
-from retune.decode import OracleGenerator, decode
-from retune.tasks import METHODS, Node, Task, _discover
+import pytest
+
+from retune.tasks import TASKS, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DIGITSUM = '''
+"""The sum of a digit list; each call drops the first digit."""
+from retune.tasks import Node, Task
 from retune.tasks.base import CALL_MARK, SOLUTION, parse_int
 
 
 class DigitSum(Task):
     name = "digitsum"
+    trained_max = 4
 
     def sample(self, size, rng):
         return [rng.randrange(10) for _ in range(size)]
@@ -28,11 +41,11 @@ class DigitSum(Task):
         node = Node(self.prompt(problem[-1:]), [str(problem[-1])], size=1)
         for start in reversed(range(len(problem) - 1)):
             rest = problem[start:]
-            node = Node(self.prompt(rest), [f"{CALL_MARK}{node.prompt}\n", str(sum(rest))], [node], len(rest))
+            node = Node(self.prompt(rest), [f"{CALL_MARK}{node.prompt}\\n", str(sum(rest))], [node], len(rest))
         return node
 
     def baseline(self, problem):
-        return f"{self.prompt(problem)}\nAnswer: ", str(sum(problem))
+        return f"{self.prompt(problem)}\\nAnswer: ", str(sum(problem))
 
     def scratchpad(self, problem):
         running = " ".join(str(sum(problem[: i + 1])) for i in range(len(problem)))
@@ -43,19 +56,78 @@ class DigitSum(Task):
 
     def parse_scratchpad(self, text):
         return self.parse_answer(text.split()[-1] if text.split() else text)
+'''
+
+CHECK = textwrap.dedent('''
+    import json, random, sys
+    from retune import data
+    from retune.decode import decode
+    from retune.generators import OracleGenerator
+    from retune.profiles import load_profile
+    from retune.tasks import METHODS, TASKS, get_task
+
+    out = {"tasks": list(TASKS)}
+    task = get_task("digitsum")
+    problems = [task.sample(n, random.Random(n)) for n in range(1, 9)]
+    out["oracle"] = {m: all(t.correct and not t.error for t in decode(
+        task, problems, m, OracleGenerator.for_problems(task, problems, m))) for m in METHODS}
+    profile = load_profile("smoke")
+    out["profile"] = [profile.tasks, profile.train.sizes["digitsum"], profile.eval.sizes["digitsum"]]
+    json.dump(out, sys.stdout)
+''')
 
 
-def test_a_task_file_is_discovered_and_runs_everywhere(monkeypatch, tmp_path):
-    assert _discover()["digitsum"] is DigitSum
-    import retune.data as data_module
-    import retune.tasks as tasks
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tasks")
+    (folder / "digitsum.py").write_text(DIGITSUM)
+    return folder
 
-    monkeypatch.setitem(tasks.TASKS, "digitsum", DigitSum)
-    monkeypatch.setitem(data_module.TASKS, "digitsum", DigitSum)
-    task = tasks.get_task("digitsum")
-    problems = [task.sample(n, random.Random(n)) for n in range(1, 13)]
-    for method in METHODS:
-        traces = decode(task, problems, method, OracleGenerator.for_problems(task, problems, method))
-        assert all(t.correct and not t.error for t in traces), method
-    manifest = data.make("digitsum", "retuning", tmp_path / "d.jsonl", "scaled", (1, 4), 5, 0, progress=False)
-    assert manifest["records"] > 0 and set(manifest["by_kind"]) >= {"call", "combine", "base"}
+
+def run(argv, task_dir, **kw):
+    env = dict(os.environ, RETUNE_TASK_DIRS=str(task_dir))
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, **kw)
+
+
+def test_a_task_file_on_disk_reaches_the_registry_decoder_and_profile_defaults(task_dir):
+    done = run([sys.executable, "-c", CHECK], task_dir)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["tasks"] == ["addition", "dp", "parity", "digitsum"]  # the paper's first, then added ones
+    assert all(out["oracle"].values()) and set(out["oracle"]) == {"baseline", "scratchpad", "retuning", "inline",
+                                                                  "no_carryover"}
+    # the smoke profile names three tasks in its sizes: the new one takes its own defaults, key by key
+    assert out["profile"] == [["addition", "dp", "parity", "digitsum"], 4, [2, 8]]
+    assert "digitsum" not in TASKS  # this process never saw it: nothing was patched
+
+
+def test_a_task_file_on_disk_is_built_evaluated_and_shown_by_a_notebook(task_dir, tmp_path):
+    retune = [sys.executable, "-m", "retune.cli"]
+    built = run(retune + ["data", "--task", "digitsum", "--method", "retuning", "--sizes", "1-4", "--n", "5",
+                          "--out", str(tmp_path / "d.jsonl"), "--quiet"], task_dir)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["records"] > 0
+    paths = [a for k in ("data", "runs", "results", "figures") for a in ("--set", f"paths.{k}={tmp_path / k}")]
+    oracle = run(retune + ["eval", "--backend", "oracle", "--task", "digitsum", "--method", "retuning",
+                           "--profile", "smoke", *paths], task_dir)
+    assert oracle.returncode == 0, oracle.stderr
+    summary = json.loads(oracle.stdout)
+    assert summary["sizes"] == [2, 8] and all(r["accuracy"] == 1.0 for r in summary["by_size"])
+    notebook = textwrap.dedent(f'''
+        from retune.profiles import load_profile
+        from retune.reproduce import reproduce
+        profile = load_profile("smoke", {{"tasks": ["digitsum"], "paths": {{k: "{tmp_path}/" + k for k in
+                                          ("data", "runs", "results", "figures")}}}})
+        reproduce(profile, only="01", executed_dir="{tmp_path / 'executed'}", progress=False)
+    ''')
+    shown = run([sys.executable, "-c", notebook], task_dir)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    table = (tmp_path / "results" / "datasets.csv").read_text()
+    assert "digitsum" in table and "addition" not in table
+
+
+@pytest.mark.parametrize("name", ["addition", "dp", "parity"])
+def test_each_task_file_shows_its_prompts_and_targets_as_the_code_renders_them(name):
+    path = ROOT / "retune" / "tasks" / f"{name}.py"
+    assert "<!-- rendered: " in path.read_text()
+    assert render.sync(path) == []  # rewrite with: python -m retune.tasks.render retune/tasks/NAME.py --write

@@ -95,9 +95,9 @@ def test_checksum_mismatch_is_a_clear_error(fake_preset, monkeypatch):
 
 
 def test_a_profile_naming_a_preset_fetches_it_once_then_trains_from_the_directory(fake_preset):
-    from retune import experiments
+    from retune import runs
 
-    path = experiments.base_model(load_profile("smoke", {"model": {"source": "fake-tiny"}}), 0)
+    path = runs.base_model(load_profile("smoke", {"model": {"source": "fake-tiny"}}), 0)
     assert path == str(presets.preset_path("fake-tiny")) and presets.is_fetched("fake-tiny")
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from retune import data, experiments as ex, pretrain
+from retune import data, pretrain, runs
 from retune.profiles import load_profile
 
 
@@ -32,7 +32,7 @@ def expected(prompt: str) -> str:
 
 
 def test_every_record_does_what_its_prompt_says():
-    records = pretrain.build(3000, 24, seed=1)
+    records = pretrain.build_records(3000, 24, seed=1)
     assert {r["method"] for r in records} == set(pretrain.OPERATIONS)
     assert {r["kind"] for r in records} == set(pretrain.KINDS)
     for r in records:
@@ -44,14 +44,14 @@ def test_every_record_does_what_its_prompt_says():
 
 
 def test_same_seed_same_records_other_seed_other_records():
-    assert pretrain.build(200, 10, seed=3) == pretrain.build(200, 10, seed=3)
-    assert pretrain.build(200, 10, seed=3) != pretrain.build(200, 10, seed=4)
+    assert pretrain.build_records(200, 10, seed=3) == pretrain.build_records(200, 10, seed=3)
+    assert pretrain.build_records(200, 10, seed=3) != pretrain.build_records(200, 10, seed=4)
 
 
 @pytest.mark.parametrize("examples, max_length, name", [(0, 10, "examples"), (10, 1, "max_length")])
 def test_bad_sizes_are_named(examples, max_length, name):
     with pytest.raises(ValueError, match=f"pretrain {name}"):
-        pretrain.build(examples, max_length)
+        pretrain.build_records(examples, max_length)
 
 
 def smoke_with_pretraining(tmp_path, mix=0.2):
@@ -62,21 +62,21 @@ def smoke_with_pretraining(tmp_path, mix=0.2):
 
 def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
     profile = smoke_with_pretraining(tmp_path)
-    base = ex.base_model(profile, seed=0)
+    base = runs.base_model(profile, seed=0)
     assert json.loads((tmp_path / "runs" / base.split("/")[-1] / "run.json").read_text())["model"] == "tiny"
-    assert ex.base_model(profile, seed=0) == base  # cached: the same run, nothing trained again
-    assert ex.base_model(profile, seed=0, progress=False) == base  # the bar is not part of the run's identity
-    assert ex.base_model(profile, seed=1) != base  # one base per seed
-    run = json.loads((ex.trained(profile, "parity", "retuning", 0) / "run.json").read_text())
+    assert runs.base_model(profile, seed=0) == base  # cached: the same run, nothing trained again
+    assert runs.base_model(profile, seed=0, progress=False) == base  # the bar is not part of the run's identity
+    assert runs.base_model(profile, seed=1) != base  # one base per seed
+    run = json.loads((runs.trained(profile, runs.spec_for(profile, "parity", "retuning", 0)) / "run.json").read_text())
     assert run["model"] == base and run["model_kind"] == "run"
     task_data, generic = (data.read_manifest(d["path"]) for d in run["data"])
     assert generic["parameters"]["task"] == "generic"
     share = generic["records"] / (generic["records"] + task_data["records"])
     assert abs(share - 0.2) < 0.02
-    assert ex.model_label(profile) == "tiny+pretrain"
+    assert runs.model_label(profile) == "tiny+pretrain"
 
 
 def test_mix_outside_the_unit_interval_is_refused(tmp_path):
     profile = smoke_with_pretraining(tmp_path, mix=1.0)
     with pytest.raises(ValueError, match="pretrain mix"):
-        ex.trained(profile, "parity", "retuning", 0)
+        runs.trained(profile, runs.spec_for(profile, "parity", "retuning", 0))

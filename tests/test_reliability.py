@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from retune import data, evaluate as evaluate_module, experiments as ex, files
+from retune import data, evaluate as evaluate_module, files, pipeline
+from retune.commands import eval as eval_cmd
 from retune.cli import main
-from retune.decode import Generation, Limits, OracleGenerator, Trace, TraceNode, decode, load_traces, save_traces
+from retune.decode import Limits, Trace, TraceNode, decode, load_traces, save_traces
+from retune.generators import Generation, OracleGenerator
 from retune.profiles import load_profile
 from retune.inspect import export_html, trace_html
 from retune.model import resolve_model
@@ -88,7 +90,7 @@ def test_a_kill_at_any_step_never_leaves_a_pair_a_later_run_trusts(tmp_path, mon
         assert manifest["sha256"] == file_sha256(out)
     if out.read_bytes() != old_bytes:  # new data in place: the old manifest must not vouch for it
         assert manifest is None or manifest["sha256"] != old["sha256"]
-    # and a later build (as retune.experiments does) rebuilds what is not verified, leaving no temporaries
+    # and a later build (as retune.runs does) rebuilds what is not verified, leaving no temporaries
     small(out, seed=1, n=40)
     assert data.verified(out) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl", "x.jsonl.manifest.json"]
@@ -170,7 +172,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the output path was checked")
     monkeypatch.setattr(data, "iter_records", refuse)
     for name in ("decode", "eval_problems", "trained", "pretrained_generator", "hf_generator"):
-        monkeypatch.setattr(ex, name, refuse)
+        monkeypatch.setattr(eval_cmd, name, refuse)
 
 
 DATA = ["data", "--task", "parity", "--method", "retuning", "--sizes", "1-3", "--n", "2", "--quiet"]
@@ -249,7 +251,7 @@ def test_eval_writes_the_summary_last(tmp_path, monkeypatch):
 
     def broken(path, traces):
         raise OSError("disk full")
-    monkeypatch.setattr(ex, "save_traces", broken)
+    monkeypatch.setattr(eval_cmd, "save_traces", broken)
     assert run([*EVAL, "--out", str(old)]) == 2
     assert not list(tmp_path.rglob("summary.json"))
     assert run([*EVAL, "--out", str(tmp_path / "new" / "deeper")]) == 2
@@ -294,7 +296,7 @@ def test_the_library_refuses_a_size_beyond_the_tasks_maximum(task):
     with pytest.raises(ValueError, match=f"sizes: at most {top}"):
         data.build(task, "retuning", sizes=(too_big, too_big), n=1, progress=False)
     with pytest.raises(ValueError, match=f"size must be in 1..{top}"):
-        ex.eval_problems(task, (1, 10 ** 12), 1, 0)  # at once, not after walking the range
+        pipeline.eval_problems(task, (1, 10 ** 12), 1, 0)  # at once, not after walking the range
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -310,7 +312,7 @@ def test_eval_bounds_fail_at_once(tmp_path, capsys, argv, message, no_work):
 
 
 def test_traces_that_would_not_fit_in_memory_are_refused(tmp_path, capsys, monkeypatch, no_work):
-    monkeypatch.setattr(ex, "available_memory", lambda: 1000)
+    monkeypatch.setattr(eval_cmd, "available_memory", lambda: 1000)
     assert run([*EVAL, "--out", str(tmp_path / "out")]) == 2
     assert "more than the 0.0 GB of memory available" in capsys.readouterr().err
 
@@ -319,7 +321,7 @@ def test_eval_bounds_are_in_the_help(capsys):
     assert run(["eval", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert all(f"{name} {cls.max_size}" in text for name, cls in TASKS.items())
-    assert f"{ex.MAX_EVAL_N:,} problems per size" in text and f"{ex.MAX_EVAL_PROBLEMS:,} in all" in text
+    assert f"{eval_cmd.MAX_EVAL_N:,} problems per size" in text and f"{eval_cmd.MAX_EVAL_PROBLEMS:,} in all" in text
 
 
 def test_data_says_what_it_will_build_first(tmp_path, capsys):
@@ -365,7 +367,7 @@ def test_the_largest_size_of_every_task_runs_end_to_end(task, tmp_path):
     # the evaluation `retune eval --backend oracle` runs (problem stream, decoding, rows, summary)
     profile = load_profile("smoke", {"eval": {"sizes": {task: [size, size]}, "problems_per_size": 1},
                                      "limits": {"depth": 4 * size}})
-    result = ex.evaluate_command(profile, task=task, method="retuning", backend="oracle", out=tmp_path / "eval")
+    result = eval_cmd.evaluate_command(profile, task=task, method="retuning", backend="oracle", out=tmp_path / "eval")
     assert [(r["size"], r["correct"], r["n"]) for r in result["by_size"]] == [(size, 1, 1)]
     assert load_traces(tmp_path / "eval" / "traces.jsonl")[0].contexts >= size
     # a model that keeps calling makes a trace as deep as the limits allow (deeper than Python's recursion limit)

@@ -15,7 +15,7 @@ TRAINED = {"addition": 4, "parity": 5}
 
 
 def frame(seed=0) -> pd.DataFrame:
-    """Per-problem rows like retune.experiments.rows: good in distribution, poor beyond."""
+    """Per-problem rows like retune.pipeline.rows: good in distribution, poor beyond."""
     rng, rows = random.Random(seed), []
     for task, tm in TRAINED.items():
         for method in report.METHOD_ORDER:

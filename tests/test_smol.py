@@ -5,7 +5,7 @@ marker when it has been fetched."""
 import pytest
 import torch
 
-from retune import experiments, presets
+from retune import pipeline, presets, runs
 from retune.model import PAPER_LORA
 from retune.profiles import load_profile
 
@@ -34,11 +34,11 @@ def smol_smoke(tmp_path, model: str, dtype: str = "float32"):
 
 
 def train_and_evaluate(profile):
-    run_dir = experiments.trained(profile, "addition", "retuning", 0)
+    run_dir = runs.trained(profile, runs.spec_for(profile, "addition", "retuning", 0))
     assert (run_dir / "adapter").is_dir() and not (run_dir / "model").exists()  # LoRA: only the adapter is saved
-    traces = experiments.evaluate_run(profile, run_dir, "addition", "retuning", 0, progress=False)
+    traces = pipeline.evaluate_run(profile, run_dir, "addition", "retuning", 0, progress=False)
     assert sorted(t.size for t in traces) == [2, 3]
-    rows = experiments.rows(traces, model=experiments.model_label(profile))
+    rows = pipeline.rows(traces, model=runs.model_label(profile))
     assert all(r["contexts"] >= 1 for r in rows)
     return run_dir
 
@@ -48,7 +48,7 @@ def test_smol_smoke_with_a_tiny_gguf_model(tmp_path):
     write_tiny_gguf(gguf_file)
     model_dir = presets.convert(gguf_file, tmp_path / "tiny-smol")
     run_dir = train_and_evaluate(smol_smoke(tmp_path, str(model_dir)))
-    generator = experiments.hf_generator(smol_smoke(tmp_path, str(model_dir), "bfloat16"), run_dir)  # eval dtype
+    generator = pipeline.hf_generator(smol_smoke(tmp_path, str(model_dir), "bfloat16"), run_dir)  # eval dtype
     assert next(generator.model.parameters()).dtype == torch.bfloat16
 
 
@@ -56,5 +56,5 @@ def test_smol_smoke_with_a_tiny_gguf_model(tmp_path):
 @pytest.mark.skipif(not presets.is_fetched("smollm2-135m"), reason="SmolLM2 not fetched (make smollm2)")
 def test_smol_smoke_with_smollm2(tmp_path):
     profile = smol_smoke(tmp_path, "smollm2-135m")
-    assert experiments.base_model(profile, 0) == str(presets.preset_path("smollm2-135m"))
+    assert runs.base_model(profile, 0) == str(presets.preset_path("smollm2-135m"))
     train_and_evaluate(profile)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from retune import train as T
+from retune import files, trainer
 from retune.model import char_tokenizer, encode_context, encode_example
 
 torch.set_num_threads(1)
@@ -47,7 +48,7 @@ def test_collator_masks_prompt_and_padding_keeps_eos():
     tok = char_tokenizer()
     a = encode_example(tok, "1 + 2\nAnswer: ", "3")
     b = encode_example(tok, "10 + 20\nAnswer: ", "30")
-    collate = T.completion_collator(tok)
+    collate = trainer.completion_collator(tok)
     batch = collate([{"input_ids": a[0], "labels": a[1]}, {"input_ids": b[0], "labels": b[1]}])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape == labels.shape == (2, len(b[0]))
@@ -60,7 +61,7 @@ def test_collator_masks_prompt_and_padding_keeps_eos():
     assert tok.decode(target[:-1]) == "3" and target[-1] == tok.eos_token_id
     assert (labels[0, : len(encode_context(tok, "1 + 2\nAnswer: "))] == -100).all()
     assert (labels[0, n:] == -100).all()
-    counter = T.TokenCounter()
+    counter = trainer.TokenCounter()
     counter.add(mask)
     assert counter.padded_tokens == len(b[0]) - n and counter.real_tokens == n + len(b[0])
     assert counter.padding_fraction == pytest.approx((len(b[0]) - n) / (2 * len(b[0])))
@@ -71,7 +72,7 @@ def test_collator_with_eos_as_pad_keeps_target_eos():
     tok = char_tokenizer()
     ids, labels = encode_example(tok, "ab", "c")
     tok.pad_token = tok.eos_token
-    batch = T.completion_collator(tok)([{"input_ids": ids, "labels": labels},
+    batch = trainer.completion_collator(tok)([{"input_ids": ids, "labels": labels},
                                         {"input_ids": ids + ids, "labels": labels + labels}])
     assert batch["input_ids"][0, len(ids):].tolist() == [tok.eos_token_id] * len(ids)  # padded with EOS ...
     assert batch["labels"][0].tolist().count(tok.eos_token_id) == 1  # ... yet only the target's EOS is learned
@@ -81,7 +82,7 @@ def test_collator_with_eos_as_pad_keeps_target_eos():
 def test_length_grouped_sampler_is_a_seeded_permutation_with_little_padding():
     rng = random.Random(0)
     lengths = [rng.randint(10, 200) for _ in range(1000)]
-    s = T.LengthGroupedSampler(lengths, batch_size=16, seed=3)
+    s = trainer.LengthGroupedSampler(lengths, batch_size=16, seed=3)
     first = list(s)
     assert sorted(first) == list(range(1000))  # every example exactly once
     assert list(s) == first  # a function of (seed, epoch): a resumed run sees the same order
@@ -91,8 +92,8 @@ def test_length_grouped_sampler_is_a_seeded_permutation_with_little_padding():
     shuffled = list(range(1000))
     rng.shuffle(shuffled)
     random_batches = [shuffled[i:i + 16] for i in range(0, 1000, 16)]
-    grouped = T.padding_fraction(lengths, batches)
-    assert grouped < 0.1 < T.padding_fraction(lengths, random_batches)
+    grouped = trainer.padding_fraction(lengths, batches)
+    assert grouped < 0.1 < trainer.padding_fraction(lengths, random_batches)
 
 
 # --- training end to end -----------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_example_mean_loss_weighs_every_example_alike():
     per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
                                                   reduction="none")
     first, second = per_token[0, 3], per_token[1, :3].mean()
-    loss = T.example_mean_loss(SimpleNamespace(logits=logits), labels)
+    loss = trainer.example_mean_loss(SimpleNamespace(logits=logits), labels)
     assert torch.isclose(loss, (first + second) / 2)
     token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1))
     assert torch.isclose(token_mean, (first + 3 * second) / 4) and not torch.isclose(loss, token_mean)
@@ -209,7 +210,7 @@ def test_an_example_mean_run_trains_and_a_bad_loss_mean_is_named(tmp_path):
 
 def test_only_a_manifest_naming_the_files_sha_is_trusted(tmp_path):
     data = write_addition(tmp_path / "d.jsonl")
-    sha = T.file_sha256(data)
+    sha = files.file_sha256(data)
     manifest = tmp_path / "d.jsonl.manifest.json"
     manifest.write_text(json.dumps({"sha256": sha, "parameters": {"task": "parity", "method": "retuning"}}))
     assert T.data_identity(data) == {"sha256": sha, "task": "parity", "method": "retuning"}
@@ -354,8 +355,10 @@ def test_pretrained_local_model_trains_with_lora_by_default(tmp_path):
 # --- configuration and the CLI ---------------------------------------------------------------------------
 
 def cli(argv):
+    from retune.commands import train as train_command
+
     top = argparse.ArgumentParser()
-    T.add_cli(top.add_subparsers(dest="command"))
+    train_command.add_cli(top.add_subparsers(dest="command"))
     args = top.parse_args(["train", *argv])
     return args.func(args)
 
@@ -371,6 +374,29 @@ def test_cli_trains_with_a_profile_and_set_overrides(tmp_path):
     assert m["steps"] == 3 and m["config"]["lr"] == 3e-3 and m["config"]["batch_size"] == 8
     assert json.loads((run / "run.json").read_text())["model_config"]["hidden_size"] == 32
     assert run.parent == tmp_path / "runs"
+
+
+def test_cli_trains_the_notebooks_run_pretraining_budgets_and_model_overrides_included(tmp_path):
+    """`retune train --task --method` is the run the notebooks train: the same function, the same checked profile."""
+    from retune import runs
+    from retune.profiles import load_profile
+
+    dirs = [f"paths.{k}={tmp_path / k}" for k in ("runs", "data")]
+    sets = dirs + ["pretrain={examples: 64, max_length: 6, train: {max_steps: 2, batch_size: 8}}",
+                   "train.by_task={parity: {max_steps: 3}}"]
+    argv = ["--task", "parity", "--method", "retuning", "--profile", "smoke"]
+    run = cli(argv + [a for s in sets for a in ("--set", s)])
+    profile = load_profile("smoke", {"paths": {"runs": str(tmp_path / "runs"), "data": str(tmp_path / "data")},
+                                     "pretrain": {"examples": 64, "max_length": 6,
+                                                  "train": {"max_steps": 2, "batch_size": 8}},
+                                     "train": {"by_task": {"parity": {"max_steps": 3}}}})
+    assert run == runs.finished_run(profile, runs.spec_for(profile, "parity", "retuning"))
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["model_kind"] == "run" and recorded["config"]["max_steps"] == 3  # the base, the task's budget
+    wider = cli(argv + [a for s in dirs + ["model.tiny.hidden_size=48"] for a in ("--set", s)])
+    assert json.loads((wider / "run.json").read_text())["model_config"]["hidden_size"] == 48  # --set model.* kept
+    with pytest.raises(ValueError, match="--task and --method"):
+        cli(["--task", "parity", "--data", "x.jsonl"])
 
 
 def test_cli_errors_name_the_parameter(tmp_path):
@@ -401,7 +427,7 @@ def test_gpu_training_uses_cuda_and_bf16(tmp_path):
     run = T.train("tiny", [write_addition(tmp_path / "d.jsonl")], quick(), tmp_path / "runs", TINY)
     m = json.loads((run / "measurements.json").read_text())
     assert m["device"] == "cuda" and m["cuda_max_allocated_mb"] > 0
-    args = T.training_arguments(quick(), tmp_path / "x", cuda=True)
+    args = trainer.training_arguments(quick(), tmp_path / "x", cuda=True)
     assert args.bf16 is True
 
 

@@ -1,5 +1,23 @@
-"""Integer addition (docs/protocol.md, "Addition"). A problem is a pair of digit strings; its size is the longer
-one's length."""
+r"""Integer addition (docs/protocol.md, "Addition"). A problem is a pair of digit strings; its size is the longer
+one's length.
+
+The oracle's Re-Tuning solution of one small problem, every context as the model sees it (targets between « and »):
+
+<!-- rendered: addition retuning ("57", "8") -->
+```text
+#1 depth 0
+57 + 8
+Solution: «Call: 7 + 8
+»Return: Carry 1, Output 5
+Answer: «Carry 0, Output 65»
+→ final answer: 65
+
+#2 depth 1, called by #1
+7 + 8
+Solution: «Carry 1, Output 5»
+→ returns to #1: Carry 1, Output 5
+```
+"""
 from __future__ import annotations
 
 import random
@@ -24,6 +42,8 @@ class Addition(Task):
     variants = len(PROMPTS)
     depth_limit = staticmethod(lambda size: 2 * size)
     max_size = 1000  # well below Python's 4300-digit int/str limit
+    trained_max = 8
+    order = 0
 
     def sample(self, size: int, rng: random.Random) -> tuple[str, str]:
         return random_number(size, rng), random_number(size, rng)

@@ -132,6 +132,8 @@ class Task:
     variants: int = 1  # number of prompt phrasings; 0 is the paper's
     depth_limit: Callable[[int], int] = staticmethod(lambda size: 2 * size)
     max_size: int = 100  # the largest size the task supports (data, oracle, traces); each task declares its own
+    trained_max: int = 8  # default in-distribution edge: training on sizes 1..this, evaluation on 2..twice it
+    order: int = 100  # place in tables and figures (the paper's tasks first, then added ones by name)
 
     @classmethod
     def check_size(cls, size: int) -> None:

@@ -1,8 +1,51 @@
-"""Maximum-sum non-adjacent subsequence (docs/protocol.md, "DP"). A problem is a list of integers in [-5, 5]; the
+r"""Maximum-sum non-adjacent subsequence (docs/protocol.md, "DP"). A problem is a list of integers in [-5, 5]; the
 answer marks each element 1 (chosen) or 2 (not chosen), the lexicographically smallest among optimal choices.
 
 The top level only chains two calls (the dp array, then the chosen indices from it) and its answer is the second
-call's return: nothing is generated after it, as in the reference decoder."""
+call's return: nothing is generated after it, as in the reference decoder.
+
+The oracle's Re-Tuning solution of one small problem, every context as the model sees it (targets between « and »):
+
+<!-- rendered: dp retuning [3, -1] -->
+```text
+#1 depth 0
+Compute the maximum sum of nonadjacent subsequences of [3, -1]
+Solution: «Call: Create dp array [3, -1]
+»Return: [3, 0]
+Answer: «Call: Create chosen indices array: sum array [3, 0], item array [3, -1], can use item True
+»
+→ the context ends when #4 returns; its return is the answer: [1, 2]
+→ final answer: [1, 2]
+
+#2 depth 1, called by #1
+Create dp array [3, -1]
+Solution: «Call with array minus first element. Call: Create dp array [-1]
+»Return: [0]
+Answer: «Append max(return[0], array[0] + return[1]) to return.
+Answer: [3, 0]»
+→ returns to #1: [3, 0]
+
+#3 depth 2, called by #2
+Create dp array [-1]
+Solution: «Return [0] if negative else element.
+Answer: [0]»
+→ returns to #2: [0]
+
+#4 depth 1, called by #1
+Create chosen indices array: sum array [3, 0], item array [3, -1], can use item True
+Solution: «If there is only 1 item, return 1 if we should use it else 2. If we should use the first item to get the sum, call False else True. Call: Create chosen indices array: sum array [0], item array [-1], can use item False
+»Return: [2]
+Answer: «Append 1 if False else 2.
+Answer: [1, 2]»
+→ returns to #1: [1, 2]
+
+#5 depth 2, called by #4
+Create chosen indices array: sum array [0], item array [-1], can use item False
+Solution: «If there is only 1 item, return 1 if we should use it else 2.
+Answer: [2]»
+→ returns to #4: [2]
+```
+"""
 from __future__ import annotations
 
 import itertools
@@ -71,6 +114,8 @@ class DynamicProgramming(Task):
     variants = len(PROMPTS)
     depth_limit = staticmethod(lambda size: 35)  # the reference decoder's cap (docs/protocol.md, "Decoding limits")
     max_size = 200
+    trained_max = 5  # the paper's range
+    order = 1
 
     def sample(self, size: int, rng: random.Random) -> list[int]:
         return [rng.randint(LOW, HIGH) for _ in range(size)]

@@ -1,4 +1,29 @@
-"""Parity of a bit list (docs/protocol.md, "Parity"): the number of ones mod 2. A call drops the first bit."""
+r"""Parity of a bit list (docs/protocol.md, "Parity"): the number of ones mod 2. A call drops the first bit.
+
+The oracle's Re-Tuning solution of one small problem, every context as the model sees it (targets between « and »):
+
+<!-- rendered: parity retuning [1, 0, 1] -->
+```text
+#1 depth 0
+What is the parity of [1, 0, 1]?
+Solution: «Call: What is the parity of [0, 1]?
+»Return: 1
+Answer: «0»
+→ final answer: 0
+
+#2 depth 1, called by #1
+What is the parity of [0, 1]?
+Solution: «Call: What is the parity of [1]?
+»Return: 1
+Answer: «1»
+→ returns to #1: 1
+
+#3 depth 2, called by #2
+What is the parity of [1]?
+Solution: «1»
+→ returns to #2: 1
+```
+"""
 from __future__ import annotations
 
 import random
@@ -25,6 +50,8 @@ class Parity(Task):
     variants = len(PROMPTS)
     depth_limit = staticmethod(lambda size: 2 * size)
     max_size = 1000
+    trained_max = 10
+    order = 2
 
     def sample(self, size: int, rng: random.Random) -> list[int]:
         return [rng.randrange(2) for _ in range(size)]

@@ -1,4 +1,4 @@
-"""retune.experiments: evaluation problems are fresh (never a trained top context) and reproducible, the run
+"""retune.runs and retune.pipeline: evaluation problems are fresh (never a trained top context) and reproducible, the run
 grids follow the profile, and evaluations are cached beside the run."""
 import json
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import experiments as ex
+from retune import decode, pipeline, runs
 from retune import train as T
 from retune.profiles import load_profile
 from retune.tasks import get_task
@@ -19,17 +19,17 @@ def smoke(tmp_path, **over):
 
 
 def test_eval_problems_are_reproducible_and_avoid_the_excluded():
-    first = ex.eval_problems("addition", (3, 4), 20, seed=0)
-    assert first == ex.eval_problems("addition", (3, 4), 20, seed=0)
-    assert first != ex.eval_problems("addition", (3, 4), 20, seed=1)
+    first = pipeline.eval_problems("addition", (3, 4), 20, seed=0)
+    assert first == pipeline.eval_problems("addition", (3, 4), 20, seed=0)
+    assert first != pipeline.eval_problems("addition", (3, 4), 20, seed=1)
     task = get_task("addition")
     banned = {task.top_context(p, "retuning") for p in first[:10]}
-    again = ex.eval_problems("addition", (3, 4), 20, seed=0, exclude=banned)
+    again = pipeline.eval_problems("addition", (3, 4), 20, seed=0, exclude=banned)
     assert len(again) == 40 and not {task.top_context(p, "retuning") for p in again} & banned
 
 
 def test_small_problem_spaces_give_fewer_problems_not_repeats():
-    problems = ex.eval_problems("parity", (2, 2), 10, seed=0)
+    problems = pipeline.eval_problems("parity", (2, 2), 10, seed=0)
     assert sorted(map(tuple, problems)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
@@ -37,43 +37,43 @@ def test_grids_follow_the_profile(tmp_path):
     p = smoke(tmp_path, studies={"efficiency_tasks": ["addition"], "efficiency_methods": ["retuning"],
                                  "efficiency_n": [2, 4], "variant_tasks": ["dp"], "variants": [0, 1],
                                  "ablation_tasks": ["parity"]}, seeds=[0, 1])
-    assert len(ex.main_runs(p)) == 3 * 3 * 2
-    assert {(r["task"], r["method"], r["n"]) for r in ex.efficiency_runs(p)} == {("addition", "retuning", 2),
+    assert len(runs.main_runs(p)) == 3 * 3 * 2
+    assert {(r.task, r.method, r.n) for r in runs.efficiency_runs(p)} == {("addition", "retuning", 2),
                                                                                  ("addition", "retuning", 4)}
-    assert {(r["task"], r["variant"]) for r in ex.variant_runs(p)} == {("dp", 0), ("dp", 1)}
-    assert {(r["task"], r["method"]) for r in ex.ablation_runs(p)} == {("parity", m) for m in p.studies.ablations}
+    assert {(r.task, r.variant) for r in runs.variant_runs(p)} == {("dp", 0), ("dp", 1)}
+    assert {(r.task, r.method) for r in runs.ablation_runs(p)} == {("parity", m) for m in p.studies.ablations}
 
 
 def test_evaluation_never_sees_a_training_problem_and_is_cached(tmp_path):
     p = smoke(tmp_path, eval={"sizes": {"addition": [1, 3], "dp": [2, 3], "parity": [1, 4]}})
-    run = ex.trained(p, "parity", "baseline", 0)
-    trained = ex.trained_contexts(run)
-    traces = ex.evaluate_run(p, run, "parity", "baseline", 0, progress=False)
+    run = runs.trained(p, runs.spec_for(p, "parity", "baseline", 0))
+    trained = pipeline.trained_contexts(run)
+    traces = pipeline.evaluate_run(p, run, "parity", "baseline", 0, progress=False)
     task = get_task("parity")
     assert traces and not {task.top_context(t.problem, "baseline") for t in traces} & trained
     cached = list((run / "evals").glob("*.jsonl"))
-    assert json.loads(ex.placement_path(cached[0]).read_text()) == {"device": "cpu", "dtype": "float32"}
+    assert json.loads(pipeline.placement_path(cached[0]).read_text()) == {"device": "cpu", "dtype": "float32"}
     assert len(cached) == 1
-    assert [t.problem for t in ex.evaluate_run(p, run, "parity", "baseline", 0, progress=False)] == \
+    assert [t.problem for t in pipeline.evaluate_run(p, run, "parity", "baseline", 0, progress=False)] == \
         [t.problem for t in traces]
-    rows = ex.rows(traces, seed=0)
+    rows = pipeline.rows(traces, seed=0)
     assert len(rows) == len(traces) and all(r["correct"] == t.correct for r, t in zip(rows, traces))
 
 
 def test_per_task_training_budget_applies_to_every_method_of_the_task(tmp_path):
     p = smoke(tmp_path, train={"by_task": {"dp": {"max_steps": 7, "batch_size": 4}}})
     recipe = T.recipe_of(p.train)
-    assert ex.train_config(p, 3, "dp") == T.TrainConfig(**dict(recipe, max_steps=7, batch_size=4, seed=3))
-    assert ex.train_config(p, 3, "addition") == T.TrainConfig(**dict(recipe, seed=3))
+    assert runs.train_config(p, 3, "dp") == T.TrainConfig(**dict(recipe, max_steps=7, batch_size=4, seed=3))
+    assert runs.train_config(p, 3, "addition") == T.TrainConfig(**dict(recipe, seed=3))
 
 
 def test_a_methods_overrides_within_a_task_come_after_the_task_budget(tmp_path):
     p = smoke(tmp_path, train={"by_task": {"dp": {"max_steps": 7, "retuning": {"loss_mean": "example"}}}})
     recipe = T.recipe_of(p.train)
-    assert ex.train_config(p, 3, "dp", "retuning") == \
+    assert runs.train_config(p, 3, "dp", "retuning") == \
         T.TrainConfig(**dict(recipe, max_steps=7, loss_mean="example", seed=3))
-    assert ex.train_config(p, 3, "dp", "baseline") == T.TrainConfig(**dict(recipe, max_steps=7, seed=3))
-    assert ex.train_config(p, 3, "parity", "retuning") == T.TrainConfig(**dict(recipe, seed=3))
+    assert runs.train_config(p, 3, "dp", "baseline") == T.TrainConfig(**dict(recipe, max_steps=7, seed=3))
+    assert runs.train_config(p, 3, "parity", "retuning") == T.TrainConfig(**dict(recipe, seed=3))
 
 
 class Killed(Exception):
@@ -82,13 +82,13 @@ class Killed(Exception):
 
 def test_an_interrupted_evaluation_resumes_from_its_last_saved_chunk(tmp_path, monkeypatch):
     p = smoke(tmp_path, eval={"sizes": {"parity": [3, 6]}, "problems_per_size": 4, "chunk": 5})
-    run = ex.trained(p, "parity", "retuning", 0)
-    whole = ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+    run = runs.trained(p, runs.spec_for(p, "parity", "retuning", 0))
+    whole = pipeline.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
     assert len(whole) > 10
     for f in (run / "evals").glob("*.jsonl"):
         f.unlink()
 
-    real_decode, calls, die_at = ex.decode, [], [2]
+    real_decode, calls, die_at = decode.decode, [], [2]
 
     def decode_then_die(task, problems, *args, **kwargs):
         calls.append(len(problems))
@@ -96,15 +96,15 @@ def test_an_interrupted_evaluation_resumes_from_its_last_saved_chunk(tmp_path, m
             raise Killed
         return real_decode(task, problems, *args, **kwargs)
 
-    monkeypatch.setattr(ex, "decode", decode_then_die)
+    monkeypatch.setattr(pipeline, "decode", decode_then_die)
     try:
-        ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+        pipeline.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
     except Killed:
         pass
     assert not list((run / "evals").glob("*.jsonl"))  # no finished file after an interruption
     calls.clear()
     die_at[0] = None
-    resumed = ex.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
+    resumed = pipeline.evaluate_run(p, run, "parity", "retuning", 0, n=4, progress=False)
     assert sum(calls) == len(whole) - 5  # the first chunk was not decoded again
     assert [t.to_dict() for t in resumed] == [t.to_dict() for t in whole]
     assert not list((run / "evals").glob("*.parts*"))
@@ -137,12 +137,12 @@ def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
 
     profile_file = write_profile(tmp_path)
     p = load_profile(profile_file)
-    run = ex.trained(p, "parity", "retuning", 0)
+    run = runs.trained(p, runs.spec_for(p, "parity", "retuning", 0))
     out = eval_cli(["--profile", profile_file, "--run", str(run)], capsys)
     assert (out["task"], out["method"], out["seed"], out["variant"]) == ("parity", "retuning", 0, 0)
     assert (out["device"], out["dtype"]) == ("cpu", "float32")
     shutil.rmtree(run / "evals")  # the notebook path decodes afresh: nothing is shared through the cache
-    df = ex.run_all(p, [{"task": "parity", "method": "retuning", "seed": 0}], progress=False)
+    df = pipeline.run_all(p, [{"task": "parity", "method": "retuning", "seed": 0}], progress=False)
     by_size = report.accuracy_by(df, ["size"])
     assert [(r["size"], r["correct"], r["n"]) for r in out["by_size"]] == \
         list(zip(by_size["size"], by_size["correct"], by_size["n"]))
@@ -152,8 +152,8 @@ def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
     assert {r["split"] for r in out["splits"]} >= {"id", "ood"}
     assert sum(r["n"] for r in out["by_size"]) == len(df)
     # the same stream the notebooks use: fresh problems, never a training problem
-    problems = ex.eval_problems("parity", (2, 6), 3, 0, exclude=ex.trained_contexts(run))
-    assert [t.problem for t in ex.traces_of(p, [{"task": "parity", "method": "retuning", "seed": 0}])] == problems
+    problems = pipeline.eval_problems("parity", (2, 6), 3, 0, exclude=pipeline.trained_contexts(run))
+    assert [t.problem for t in pipeline.traces_of(p, [{"task": "parity", "method": "retuning", "seed": 0}])] == problems
 
 
 def memorised_run(tmp_path, records=()) -> Path:
@@ -184,8 +184,8 @@ def test_bf16_evaluation_runs_in_bf16_and_answers_as_fp32(tmp_path, capsys):
     bf16 = eval_cli(argv + ["--dtype", "bfloat16"], capsys)
     assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16") and bf16["device"] == "cpu"
     p = load_profile(argv[1])
-    traces32 = ex.evaluate_run(p, run, "parity", "retuning", 0, progress=False)
-    traces16 = ex.evaluate_run(load_profile(argv[1], {"eval": {"dtype": "bfloat16"}}), run, "parity", "retuning", 0,
+    traces32 = pipeline.evaluate_run(p, run, "parity", "retuning", 0, progress=False)
+    traces16 = pipeline.evaluate_run(load_profile(argv[1], {"eval": {"dtype": "bfloat16"}}), run, "parity", "retuning", 0,
                                progress=False)
     assert any(t.contexts > 1 for t in traces32) and any(t.correct for t in traces32)  # it calls and answers
     same = [(t.predicted, t.correct, t.error, t.contexts, t.tokens_out) for t in traces32]
@@ -239,8 +239,8 @@ def test_the_oracle_backend_checks_the_pipeline_and_writes_out(tmp_path, capsys)
     assert {k: summary[k] for k in out} == out
     assert summary["settings"]["eval"]["sizes"]["parity"] == [2, 4] and summary["seeds"]["eval"] == 0
     assert summary["versions"]["python"] and "torch" in summary["versions"]
-    traces = ex.load_traces(tmp_path / "o" / "traces.jsonl")
-    assert [t.problem for t in traces] == ex.eval_problems("parity", (2, 4), 3, 0)
+    traces = decode.load_traces(tmp_path / "o" / "traces.jsonl")
+    assert [t.problem for t in traces] == pipeline.eval_problems("parity", (2, 4), 3, 0)
     # --sizes and --n are shorthands for the profile keys: the same evaluation either way
     longhand = ["--profile", profile, "--backend", "oracle", "--task", "parity", "--method", "retuning",
                 "--set", "eval.sizes.parity=[2, 4]", "--set", "eval.problems_per_size=3"]
@@ -253,14 +253,14 @@ def test_the_oracle_over_a_run_never_sees_its_training_problems(tmp_path, capsys
 
     records = data.build("parity", "retuning", sizes=(3, 3), n=6, seed=0, progress=False)
     run = memorised_run(tmp_path, records)
-    trained = ex.trained_contexts(run)
+    trained = pipeline.trained_contexts(run)
     seen = [p for p in parity_problems((3,)) if get_task("parity").top_context(p, "retuning") in trained]
     assert 0 < len(seen) < 8
     out = eval_cli(["--profile", write_profile(tmp_path), "--backend", "oracle", "--run", str(run), "--sizes", "3",
                     "--n", "8", "--out", str(tmp_path / "o")], capsys)
     assert (out["run"], out["task"], out["backend"]) == (str(run), "parity", "oracle")
-    problems = [t.problem for t in ex.load_traces(tmp_path / "o" / "traces.jsonl")]
-    assert problems == ex.eval_problems("parity", (3, 3), 8, 0, exclude=trained)
+    problems = [t.problem for t in decode.load_traces(tmp_path / "o" / "traces.jsonl")]
+    assert problems == pipeline.eval_problems("parity", (3, 3), 8, 0, exclude=trained)
     assert len(problems) == 8 - len(seen)  # every three-bit problem not trained on
     assert not {get_task("parity").top_context(p, "retuning") for p in problems} & trained
 
@@ -286,6 +286,6 @@ def test_evaluation_problems_are_never_training_problems_of_the_run(tmp_path, me
     path = tmp_path / f"dp-{method}.jsonl"
     data.make("dp", method, path, "scaled", (1, 3), 40, seed=0, progress=False)
     trained = {r["input"] for r in data.read(path) if r.get("depth", 0) == 0}
-    problems = ex.eval_problems("dp", (2, 4), 30, seed=0, exclude=trained)
+    problems = pipeline.eval_problems("dp", (2, 4), 30, seed=0, exclude=trained)
     task = get_task("dp")
     assert problems and not [p for p in problems if task.top_context(p, method) in trained]

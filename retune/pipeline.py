@@ -1,0 +1,248 @@
+"""The evaluation pipeline: a trained run -> fresh problems -> decoded traces (cached beside the run) -> tidy rows.
+
+Evaluation problems are fresh random problems, seeded apart from training and never a trained top context; the
+traces of one evaluation are cached under a key of what decides them (evaluation_params), decoded in chunks so an
+interrupted evaluation resumes. `run_all` is what the notebooks call: every run of a grid trained (cached, by
+retune.runs) and evaluated (cached, here), one row per problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from . import data, train
+from .decode import Limits, decode, load_traces, save_traces
+from .generators import HFGenerator
+from .files import locked
+from .model import DTYPES
+from .profiles import Profile
+from .runs import RunSpec, dataset, main_runs, trained, use_threads
+from .tasks import get_task
+from .tasks.methods import MAIN_METHODS
+
+
+def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant: int = 0,
+                  exclude: set[str] = frozenset(), stream: str = "eval") -> list:
+    """n fresh random problems per size, seeded apart from training data (training uses the profile seed, we
+    use a stream derived from the task, size and seed), and never one whose top context was trained on
+    (where the space of problems is too small for n fresh ones, fewer are returned).
+
+    `stream` "valid" draws a validation set apart from the reported "eval" problems: recipes are chosen on it,
+    so no reported number was used to choose the recipe behind it."""
+    if stream not in ("eval", "valid"):
+        raise ValueError(f"stream: expected 'eval' or 'valid', got {stream!r}")
+    spec = get_task(task, variant)
+    for size in (sizes[0], sizes[1]):
+        spec.check_size(size)  # a ValueError naming the task's range, before a huge range is walked
+    out = []
+    for size in range(sizes[0], sizes[1] + 1):
+        rng = random.Random(f"{stream}/{task}/{size}/{seed}")
+        chosen = {}
+        for _ in range(50 * n):
+            if len(chosen) == n:
+                break
+            problem = spec.sample(size, rng)
+            key = repr(problem)
+            # every method's top context: a run's training set is one method's, whichever it is
+            if key not in chosen and all(spec.top_context(problem, m) not in exclude for m in MAIN_METHODS):
+                chosen[key] = problem
+        out += chosen.values()
+    return out
+
+
+def trained_contexts(run_dir: Path) -> set[str]:
+    """The top contexts a run was trained on (to keep evaluation problems out of the training set)."""
+    run = json.loads((Path(run_dir) / "run.json").read_text())
+    return {r["input"] for d in run["data"] for r in data.read(d["path"]) if r.get("depth", 0) == 0}
+
+
+def evaluation_params(profile: Profile, task: str, method: str, seed: int, variant: int, sizes, n: int) -> dict:
+    """What decides an evaluation's traces (its cache key). Device and dtype enter only when they are not the
+    CPU in float32, so the key of a plain CPU evaluation is what it always was (caches stay valid)."""
+    params = {"task": task, "method": method, "seed": seed, "variant": variant, "sizes": list(sizes), "n": n,
+              "limits": {k: v for k, v in asdict(profile.limits).items() if v != getattr(Limits(), k)}}
+    device = train.resolve_device(profile.eval.device)
+    if device != "cpu" or profile.eval.dtype not in ("float32", "fp32"):
+        params |= {"device": device, "dtype": DTYPES[profile.eval.dtype]}
+    return params
+
+
+def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
+                 sizes: tuple[int, int] | None = None, n: int | None = None, progress: bool = True) -> list:
+    """Decode fresh problems with a trained model, on the profile's eval device in its eval dtype; the traces are
+    cached beside the run."""
+    sizes = tuple(sizes or profile.eval.sizes[task])
+    n = n or profile.eval.problems_per_size
+    cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
+    if cache.exists():
+        return load_traces(cache)
+    with locked(cache):  # a second process asking for this evaluation waits, then reads it
+        if cache.exists():
+            return load_traces(cache)
+        return _evaluate(profile, run_dir, task, method, seed, variant, sizes, n, cache, progress)
+
+
+def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int, sizes, n: int,
+              cache: Path, progress: bool) -> list:
+    problems = eval_problems(task, sizes, n, seed, variant, exclude=trained_contexts(run_dir))
+    # Decoded in chunks, each saved as it finishes, so an interrupted evaluation resumes where it stopped.
+    chunk = profile.eval.chunk
+    parts = cache.with_name(f"{cache.name}.parts{chunk}")  # chunk in the name: parts of another size never mix
+    parts.mkdir(parents=True, exist_ok=True)
+    generator, traces = None, []
+    for start in range(0, len(problems), chunk):
+        part = parts / f"{start:07d}.jsonl"
+        if part.exists():
+            traces += load_traces(part)
+            continue
+        if generator is None:
+            generator = hf_generator(profile, run_dir)
+            data.write_json(placement_path(cache), train.placement(generator.model))
+        new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, profile.limits,
+                     progress=progress)
+        tmp = part.with_name(part.name + ".tmp")
+        save_traces(tmp, new)
+        tmp.replace(part)
+        traces += new
+    tmp = cache.with_name(cache.name + ".tmp")
+    save_traces(tmp, traces)
+    tmp.replace(cache)
+    shutil.rmtree(parts)
+    return traces
+
+
+def placement_path(cache: Path) -> Path:
+    """Beside an evaluation's traces: the device and dtype its model actually ran in."""
+    return cache.with_name(cache.name.removesuffix(".jsonl") + ".placement.json")
+
+
+def eval_key(profile: Profile, task: str, method: str, seed: int, variant: int = 0, sizes=None,
+             n: int | None = None) -> str:
+    """A hash of what decides an evaluation's problems and decoding (the cache key of evaluate_run)."""
+    params = evaluation_params(profile, task, method, seed, variant, sizes or profile.eval.sizes[task],
+                               n or profile.eval.problems_per_size)
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluation_cache(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int = 0,
+                     sizes=None, n: int | None = None) -> Path:
+    """The traces file of an evaluation (evaluate_run's cache), named by a hash of what decides it."""
+    key = eval_key(profile, task, method, seed, variant, sizes, n)
+    return Path(run_dir) / "evals" / f"{task}-{method}-v{variant}-{key}.jsonl"
+
+
+def hf_generator(profile: Profile, run_dir: Path) -> HFGenerator:
+    """A trained run's model (LoRA merged) on the profile's eval device and dtype, behind the batched generator
+    interface."""
+    model, tok = train.load_trained(run_dir, merge=True, device=profile.eval.device, dtype=profile.eval.dtype)
+    return HFGenerator(model, tok, batch_size=profile.eval.batch_size)
+
+
+def decode_with(profile: Profile, run_dir: Path, task: str, method: str, problems: list, variant: int = 0,
+                progress: bool = False) -> list:
+    """Greedy recursive decoding of `problems` with a trained model (as evaluate_run decodes, uncached)."""
+    generator = hf_generator(profile, run_dir)
+    return decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress)
+
+
+def rows(traces: list, **labels) -> list[dict]:
+    """One tidy row per problem: the verdict, the error kind and where the trace first left the oracle tree."""
+    from .evaluate import first_departure, oracle_tree
+
+    out = []
+    for t in traces:
+        oracle = oracle_tree(get_task(t.task, t.variant), t.problem, t.method)
+        departure = first_departure(t, oracle)
+        out.append(dict(labels, task=t.task, method=t.method, size=t.size, variant=t.variant, correct=t.correct,
+                        error=t.error or "", first_error_kind=departure.kind if departure else "",
+                        first_error_depth=departure.depth if departure else -1, contexts=t.contexts,
+                        tokens_in=t.tokens_in, tokens_out=t.tokens_out))
+    return out
+
+
+def dataset_table(profile: Profile):
+    """One row per main training set: examples, tokens per example (mean, max), by kind."""
+    import pandas as pd
+
+    out = []
+    for task in profile.tasks:
+        for method in profile.methods:
+            m = data.read_manifest(dataset(profile, task, method, profile.seeds[0]))
+            out.append({"task": task, "method": method, "examples": m["records"],
+                        "tokens_per_example_mean": m["char_tokens"]["mean"],
+                        "tokens_per_example_max": m["char_tokens"]["max"], "tokens": m["char_tokens"]["total"],
+                        **{f"kind_{k}": v for k, v in m["by_kind"].items()}})
+    return pd.DataFrame(out).fillna(0)
+
+
+def dataset_sizes(profile: Profile):
+    """Examples per size (rows) for each task x method (columns) of the main training sets."""
+    import pandas as pd
+
+    columns = {}
+    for task in profile.tasks:
+        for method in profile.methods:
+            m = data.read_manifest(dataset(profile, task, method, profile.seeds[0]))
+            columns[(task, method)] = {int(k): v for k, v in m["by_size"].items()}
+    return pd.DataFrame(columns).sort_index().fillna(0).astype(int)
+
+
+def evaluated(profile: Profile, run) -> tuple[Path, list]:
+    """(run directory, traces) of one run of a grid: trained and evaluated, each cached."""
+    spec = RunSpec.of(run)
+    run_dir = trained(profile, spec)
+    return run_dir, evaluate_run(profile, run_dir, spec.task, spec.method, spec.seed, spec.variant, progress=False)
+
+
+def run_all(profile: Profile, runs: list, progress: bool = True):
+    """Train (cached) and evaluate (cached) every run; one tidy DataFrame row per evaluated problem."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    use_threads(profile)
+    out = []
+    bar = tqdm(runs, desc=f"{profile.profile}: train + evaluate", unit="run", disable=not progress)
+    for run in bar:
+        spec = RunSpec.of(run)
+        bar.set_postfix_str(f"{spec.task} {spec.method} seed {spec.seed}")
+        run_dir, traces = evaluated(profile, spec)
+        out += rows(traces, **spec.labels(profile, run_dir.name))
+    return pd.DataFrame(out)
+
+
+def traces_of(profile: Profile, runs: list) -> list:
+    """The traces of `runs` (trained and evaluated, normally cached): for the inspector and the error analysis."""
+    return [t for run in runs for t in evaluated(profile, run)[1]]
+
+
+def training_measurements(profile: Profile, runs: list | None = None):
+    """measurements.json of each main run as a table (tokens per example, throughput, padding)."""
+    import pandas as pd
+
+    out = []
+    for spec in map(RunSpec.of, runs or main_runs(profile)):
+        m = json.loads((trained(profile, spec) / "measurements.json").read_text())
+        out.append({"task": spec.task, "method": spec.method, "seed": spec.seed,
+                    "examples": m["examples"], "tokens_per_example_mean": m["tokens_per_example"]["mean"],
+                    "tokens_per_example_max": m["tokens_per_example"]["max"],
+                    "tokens_per_s": m["tokens_per_s"], "padding_fraction": m["padding_fraction"],
+                    "train_seconds": m["train_seconds"]})
+    return pd.DataFrame(out)
+
+
+def training_memory(profile: Profile, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
+    """Peak memory of one training step on the longest examples of a dataset, measured in a fresh process so
+    nothing else counts: on GPU the allocator's peak, on CPU the growth of resident memory over the step."""
+    from .memory import measure_in_child
+
+    path = dataset(profile, task, method, seed)
+    base = profile.model.source if not profile.pretrain else "tiny"
+    job = {"data": str(path), "model": base, "tiny_model": asdict(profile.model.tiny),
+           "batch_size": batch_size or profile.train.batch_size}
+    return measure_in_child(job) | {"task": task, "method": method}
+
+

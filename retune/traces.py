@@ -1,0 +1,137 @@
+"""The traces file that ships with a profile's results, and the viewers' way to the traces of finished runs.
+
+`export_traces` / `write_traces` write every trace of a grid into one gzipped JSONL file (byte-stable: the same
+traces give the same bytes) with a .meta.json beside it; `cached` reads traces from that file, else from the
+cached evaluations under runs/. The viewers (inspector, tour, error analysis) go through `cached`: they never
+train, build or write anything.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .decode import load_traces
+from .files import ROOT, versions
+from .pipeline import eval_key, evaluated, evaluation_cache, rows
+from .profiles import Profile, where
+from .runs import RunSpec, finished_run
+
+
+TRACES_FILE = "traces.jsonl.gz"  # in results_dir, with traces.meta.json beside it
+
+
+def run_id(profile: Profile, spec: RunSpec) -> str:
+    """What identifies a run's evaluation in the shipped file: the run's grid fields and the evaluation key."""
+    return json.dumps([spec.task, spec.method, spec.seed, spec.distribution, spec.n, spec.variant,
+                       eval_key(profile, spec.task, spec.method, spec.seed, spec.variant)])
+
+
+def export_traces(profile: Profile, runs: list[dict], path: Path | str | None = None) -> Path:
+    """Write every trace of `runs` (trained and evaluated, normally cached by run_all before) into one gzipped
+    JSONL file, default results_dir/traces.jsonl.gz, with traces.meta.json beside it (see write_traces)."""
+    groups = []
+    for spec in map(RunSpec.of, runs):
+        run_dir, traces = evaluated(profile, spec)
+        groups.append((spec, spec.labels(profile, run_dir.name), traces))
+    return write_traces(profile, groups, path)
+
+
+def write_traces(profile: Profile, groups: list[tuple[RunSpec, dict, list]], path: Path | str | None = None) -> Path:
+    """The traces file of a profile's results from (run spec, row labels, traces) per run: one line per trace,
+    {"run": <run id>, "labels": ..., "trace": <Trace dict>}, gzipped without a time stamp (the same traces give
+    the same bytes, so a re-run leaves git clean); the .meta.json beside it names the profile, seeds,
+    evaluation settings and each run with its counts."""
+    import gzip
+
+    path = Path(path) if path else where(profile, "results") / TRACES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    counts = []
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        for spec, labels, traces in groups:
+            spec = RunSpec.of(spec)
+            ident = run_id(profile, spec)
+            for t in traces:
+                line = {"run": ident, "labels": labels, "trace": t.to_dict()}
+                f.write((json.dumps(line, ensure_ascii=True) + "\n").encode())
+            counts.append(dict(asdict(spec), run=labels.get("run"), problems=len(traces),
+                               failures=sum(not t.correct for t in traces)))
+    tmp.replace(path)
+    meta = {"profile": profile.profile, "seeds": profile.seeds, "eval_sizes": profile.eval.sizes,
+            "eval_problems_per_size": profile.eval.problems_per_size, "limits": asdict(profile.limits),
+            "runs": counts, "written_by": "retune.traces.write_traces", "versions": versions()}
+    traces_meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def traces_meta_path(path: Path | str) -> Path:
+    path = Path(path)
+    return path.with_name(path.name.split(".")[0] + ".meta.json")
+
+
+def shipped_traces(profile: Profile, path: Path | str | None = None) -> dict[str, tuple[dict, list]]:
+    """The traces file of the profile's results ({run id: (labels, traces)}); empty when there is none or it
+    was written under another profile."""
+    import gzip
+
+    from .decode import Trace
+
+    path = Path(path) if path else where(profile, "results") / TRACES_FILE
+    meta_path = traces_meta_path(path)
+    if not (path.is_file() and meta_path.is_file()):
+        return {}
+    if json.loads(meta_path.read_text()).get("profile") != profile.profile:
+        return {}
+    out: dict[str, tuple[dict, list]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for text in f:
+            if text.strip():
+                line = json.loads(text)
+                out.setdefault(line["run"], (line["labels"], []))[1].append(Trace.from_dict(line["trace"]))
+    return out
+
+
+def cached_evaluation(profile: Profile, run) -> tuple[dict, list] | None:
+    """(labels, traces) of a run's cached evaluation, or None when the run or its evaluation is not on disk."""
+    spec = RunSpec.of(run)
+    run_dir = finished_run(profile, spec)
+    if run_dir is None:
+        return None
+    cache = evaluation_cache(profile, run_dir, spec.task, spec.method, spec.seed, spec.variant)
+    return (spec.labels(profile, run_dir.name), load_traces(cache)) if cache.is_file() else None
+
+
+def cached(profile: Profile, runs: list, say=print) -> list[tuple[dict, list]]:
+    """(labels, traces) per run that exists: from the shipped traces file of the results, else from a cached
+    evaluation under runs_dir. Never trains, builds or writes anything. Runs found nowhere are named in one
+    line, with the command that produces them."""
+    shipped = shipped_traces(profile)
+    out, missing = [], []
+    for spec in map(RunSpec.of, runs):
+        found = shipped.get(run_id(profile, spec)) or cached_evaluation(profile, spec)
+        if found:
+            out.append(found)
+        else:
+            missing.append(spec)
+    if missing:
+        results = where(profile, "results")
+        shown = results.relative_to(ROOT) if results.is_relative_to(ROOT) else results
+        say(f"no traces for {len(missing)} of {len(runs)} runs of profile {profile.profile!r} "
+            f"(first: {missing[0].task} {missing[0].method} seed {missing[0].seed}); "
+            f"`make reproduce PROFILE={profile.profile}` writes them to {shown / TRACES_FILE}")
+    return out
+
+
+def cached_traces(profile: Profile, runs: list, say=print) -> list:
+    """Every existing trace of `runs` (see `cached`): what the inspector and the tour open."""
+    return [t for _, traces in cached(profile, runs, say) for t in traces]
+
+
+def cached_rows(profile: Profile, runs: list, say=print):
+    """run_all's table from the existing traces of `runs` alone (see `cached`): what the error analysis reads."""
+    import pandas as pd
+
+    return pd.DataFrame([row for labels, traces in cached(profile, runs, say) for row in rows(traces, **labels)])
+
+

@@ -1,0 +1,193 @@
+"""How one run is trained: transformers' Trainer assembled around our data.
+
+Owns the completion-only examples (prompt labels -100, EOS after the target), the right-padding collator, a
+length-grouped sampler whose order depends only on (seed, epoch) so a resumed run sees the same batches, the
+per-example loss mean, the Trainer's arguments and the token counter behind the throughput figures.
+The run cache around it (what a run is, where it lives, when it is finished) is retune.train.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .model import encode_example
+from .profiles import LOSS_MEANS
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {str(path)!r} does not exist (--data expects a JSONL file from `retune data`)")
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Encoded examples (prompt labels -100, EOS after the target) and the number dropped for being too long.
+
+    Too-long examples are dropped, not truncated: a truncated target would teach the model to stop mid-answer."""
+    examples, dropped = [], 0
+    for r in records:
+        ids, labels = encode_example(tokenizer, r["input"], r["output"])
+        if len(ids) > max_length:
+            dropped += 1
+            continue
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples, dropped
+
+
+def completion_collator(tokenizer):
+    """transformers' DataCollatorForSeq2Seq on a right-padding copy of `tokenizer` (positions then start at 0, as
+    in generation; the tokenizer itself keeps the left padding generation needs).
+
+    Labels were built per example (prompt -100, target, EOS) and are padded with -100, so padding never masks a
+    real EOS even when the pad token is EOS (LLaMA)."""
+    import copy
+
+    from transformers import DataCollatorForSeq2Seq
+
+    right = copy.copy(tokenizer)
+    right.padding_side = "right"
+    return DataCollatorForSeq2Seq(right, label_pad_token_id=-100, return_tensors="pt")
+
+
+class TokenCounter:
+    """Real and padded tokens of the batches actually trained on (counted at the training step: the data loader
+    collates one batch ahead, so counting in the collator would include a batch that never trains)."""
+
+    def __init__(self):
+        self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
+
+    def add(self, attention_mask) -> None:
+        real = int(attention_mask.sum())
+        self.real_tokens += real
+        self.padded_tokens += attention_mask.numel() - real
+        self.batch_tokens.append(real)
+        self.examples += attention_mask.shape[0]
+
+    @property
+    def padding_fraction(self) -> float:
+        return self.padded_tokens / max(self.real_tokens + self.padded_tokens, 1)
+
+
+class LengthGroupedSampler:
+    """Shuffled batches of similar length, so little of each batch is padding.
+
+    Like transformers' LengthGroupedSampler (shuffle, sort within mega-batches of 50 batches, cut into batches), but
+    the order is a function of (seed, epoch) only: a run resumed mid-training sees exactly the batches the
+    uninterrupted run saw, which the global RNG state at the start of a resumed epoch would not guarantee."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega: int = 50):
+        self.lengths, self.batch_size, self.seed, self.mega, self.epoch = lengths, batch_size, seed, mega, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (via accelerate) at every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = sorted(order[start:start + size], key=lambda i: self.lengths[i], reverse=True)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        # Shuffle whole batches, but keep a short last batch last: the DataLoader cuts the flat index list every
+        # batch_size indices, so a short batch in the middle would shift every later batch.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [full[i] for i in torch.randperm(len(full), generator=g).tolist()]
+        return iter([i for b in full + short for i in b])
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """The fraction of positions that are padding when `batches` (lists of example indices) are padded."""
+    real = sum(lengths[i] for b in batches for i in b)
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1 - real / max(total, 1)
+
+
+def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
+    from transformers import TrainingArguments
+
+    bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
+    if bf16 and not cuda:
+        raise ValueError("bf16=True needs a CUDA device; use bf16='auto' or False on CPU")
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_schedule,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,  # the last two: if a kill lands while the newest is being written, the older is whole
+        logging_steps=config.logging_steps,
+        bf16=bf16,
+        use_cpu=not cuda,
+        remove_unused_columns=False,  # our collator needs input_ids and labels as they are
+        dataloader_num_workers=0,  # tiny batches collate in microseconds; workers would only add start-up time
+        report_to="none",
+        disable_tqdm=not config.progress,
+    )
+
+
+def example_mean_loss(outputs, labels, num_items_in_batch=None):
+    """The mean over examples of each example's mean target-token loss (Recipe.loss_mean = "example")."""
+    import torch.nn.functional as F
+
+    logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
+    per_token = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+    mask = target != -100
+    per_example = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return per_example[mask.any(1)].mean()
+
+
+def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
+    """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
+    seed-determined sampler."""
+    import torch
+    from transformers import PrinterCallback, Trainer
+
+    sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
+
+    counter = TokenCounter()
+
+    if config.loss_mean not in LOSS_MEANS:
+        raise ValueError(f"loss_mean must be one of {', '.join(LOSS_MEANS)}; got {config.loss_mean!r}")
+    per_example = config.loss_mean == "example"
+
+    class RetuneTrainer(Trainer):
+        loss_is_scaled_for_ga = False if per_example else None  # a per-batch mean: the Trainer divides by grad_accum
+
+        def _get_train_sampler(self, train_dataset=None):
+            return sampler
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            counter.add(inputs["attention_mask"])
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    args = training_arguments(config, output_dir, torch.cuda.is_available())
+    trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
+                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks),
+                            compute_loss_func=example_mean_loss if per_example else None)
+    if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
+        trainer.remove_callback(PrinterCallback)
+    return trainer, counter
+
+
