@@ -91,6 +91,23 @@ def check_parameters(parameters: dict) -> None:
         raise ValueError(f"profile keys must be Python identifiers to become notebook parameters; got {bad}")
 
 
+def without_clock(executed: Path) -> None:
+    """Drop what differs between two runs of the same notebook on the same inputs (papermill's and the kernel's
+    time stamps and durations, this machine's absolute paths, the random id of the injected cell), so a re-run
+    leaves the committed copy as it was."""
+    nb = json.loads(Path(executed).read_text(encoding="utf-8"))
+    run = nb.get("metadata", {}).get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "input_path", "output_path"):
+        run.pop(key, None)
+    for cell in nb.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill draws a random id for the cell it adds
+        cell.get("metadata", {}).pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.get("metadata", {}).get("papermill", {}).pop(key, None)
+    Path(executed).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: str = KERNEL,
                  progress: bool = True) -> None:
     """Execute one notebook with papermill into `executed`; raise NotebookFailed naming the failing cell."""
@@ -104,6 +121,7 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict, kernel_name: 
     try:
         pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel_name,
                             progress_bar=progress, cwd=str(notebook.parent))
+        without_clock(executed)
     except PapermillExecutionError as err:
         # exec_count is the [n] shown beside the cell; papermill's injected-parameters cell counts too
         first_line = next((line for line in (err.source or "").splitlines() if line.strip()), "")
@@ -147,8 +165,7 @@ def reproduce(profile: Profile | dict, notebooks_dir: Path | str | None = None, 
         started = time.perf_counter()
         run_notebook(notebook, executed, profile, kernel_name, progress)
         seconds = round(time.perf_counter() - started, 1)
-        marker.write_text(json.dumps({"hash": fingerprint(notebook, profile), "seconds": seconds,
-                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        marker.write_text(json.dumps({"hash": fingerprint(notebook, profile)}, indent=1) + "\n")  # no clock: stable
         log(f"{head}: done in {seconds} s")
         records.append({"notebook": notebook.name, "status": "ran", "seconds": seconds, "executed": executed})
     return records

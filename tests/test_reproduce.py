@@ -85,6 +85,7 @@ def test_bad_parameter_names_are_refused():
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_runs_in_order_injects_parameters_and_skips_on_rerun(tmp_path):
     nbs, out, log = tmp_path / "nbs", tmp_path / "out", tmp_path / "order.txt"
     nbs.mkdir()
@@ -118,6 +119,7 @@ def test_runs_in_order_injects_parameters_and_skips_on_rerun(tmp_path):
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_failure_names_notebook_and_cell_and_stops_the_run(tmp_path):
     nbs, out = tmp_path / "nbs", tmp_path / "out"
     nbs.mkdir()
@@ -145,7 +147,21 @@ def test_cli_registers_reproduce():
     args = parser("reproduce").parse_args(["reproduce", "--profile", "smoke", "--only", "00", "--force",
                                            "--model", "some/model"])
     assert (args.profile, args.only, args.force, args.model) == ("smoke", "00", True, "some/model")
-    assert args.func is rp.run_cli
+    from retune.commands import reproduce as command
+
+    assert args.func is command.run_cli
+
+
+def test_a_relative_model_path_reaches_the_notebooks_absolute(tmp_path, monkeypatch):
+    """Before: `make reproduce MODEL=./llama-7b` handed the relative path on, and papermill runs in notebooks/."""
+    from retune.commands.reproduce import model_path
+
+    (tmp_path / "llama").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert model_path("./llama") == str(tmp_path / "llama")
+    assert model_path("org/hub-model") == "org/hub-model"  # not a local path: a hub id, as given
+    with pytest.raises(ValueError, match="--model"):
+        model_path("  ")
 
 
 def test_every_shipped_notebook_carries_kernelspec_and_language():
@@ -156,6 +172,7 @@ def test_every_shipped_notebook_carries_kernelspec_and_language():
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_cli_runs_resumes_and_reports_a_failure(tmp_path, monkeypatch, capsys):
     from retune.cli import main
 
@@ -179,8 +196,23 @@ def test_cli_runs_resumes_and_reports_a_failure(tmp_path, monkeypatch, capsys):
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_tour_notebook_runs_under_smoke(tmp_path):
     records = rp.reproduce(load_profile("smoke"), executed_dir=tmp_path, only="00", progress=False,
                            log=lambda *_: None)
     assert [r["status"] for r in records] == ["ran"]
     assert 'class=\\"retune-trace\\"' in (tmp_path / "00_tour.ipynb").read_text()
+
+
+@needs_kernel
+def test_a_rerun_on_the_same_inputs_leaves_the_executed_copy_and_marker_byte_for_byte(tmp_path):
+    """Before: papermill's time stamps, durations and this machine's absolute paths made every rerun a new file."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "00_only.ipynb", "print(sum(range(10)))")
+    profile = {"profile": "t", "seeds": [0]}
+    rp.reproduce(profile, nbs, tmp_path / "a", progress=False, log=lambda *_: None)
+    rp.reproduce(profile, nbs, tmp_path / "b", progress=False, log=lambda *_: None, force=True)
+    for name in ("00_only.ipynb", "00_only.done.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert str(tmp_path) not in (tmp_path / "a" / "00_only.ipynb").read_text()
