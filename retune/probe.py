@@ -112,6 +112,7 @@ def step_probe(profile, seed: int | None = None, log=print):
         exclude = pipeline.trained_contexts(run_dir)
         for row in step_accuracy(task, generator, probe_sizes(profile), spec.n, seed, exclude):
             out.append({"model": label, **row})
+        generator.close()  # freed before the next model loads
     return pd.DataFrame(out)
 
 
@@ -136,6 +137,53 @@ def plot_step_probe(df, trained_max: int | None = None):
             ax.axvline(trained_max + 0.5, color="0.3", linestyle="--", linewidth=1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"{kind} step", xlabel="problem size", ylabel="teacher-forced accuracy", ylim=(-0.03, 1.03))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels))
+    return fig
+
+
+# --- a learning curve: the step probe at checkpoints of one run (research/smol_curve.py writes it) --------------
+def learning_curve(path, trained_max: int):
+    """One row per (step, kind, split) from a step-probe log (JSONL, one line per probed checkpoint with its
+    `step`, `loss` and `rows` as step_accuracy returns them): right/total pooled over the sizes of the split
+    (`id`: sizes up to `trained_max`, `ood`: beyond), with a Wilson interval."""
+    import json
+
+    import pandas as pd
+
+    out = []
+    for line in Path(path).read_text().splitlines():
+        probed = json.loads(line)
+        for kind in KINDS:
+            for split, inside in (("id", True), ("ood", False)):
+                rows = [r for r in probed["rows"] if r["kind"] == kind and (r["size"] <= trained_max) == inside]
+                right, total = sum(r["right"] for r in rows), sum(r["total"] for r in rows)
+                if total:
+                    lo, hi = wilson(right, total)
+                    out.append({"step": probed["step"], "loss": probed["loss"], "kind": kind, "split": split,
+                                "right": right, "total": total, "accuracy": right / total, "ci_low": lo,
+                                "ci_high": hi})
+    return pd.DataFrame(out).sort_values(["step", "kind", "split"]).reset_index(drop=True)
+
+
+def plot_learning_curve(df):
+    """One panel per step kind: teacher-forced accuracy against training steps, in distribution (solid) and
+    beyond (dashed), each with its Wilson band."""
+    import matplotlib.pyplot as plt
+
+    from .report import set_style
+
+    set_style()
+    kinds = [k for k in KINDS if k in set(df["kind"])]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for j, (split, style) in enumerate((("id", "-"), ("ood", "--"))):
+            part = df[(df["kind"] == kind) & (df["split"] == split)]
+            ax.plot(part["step"], part["accuracy"], style, marker="o", markersize=3, color=f"C{j}",
+                    label="in distribution" if split == "id" else "beyond")
+            ax.fill_between(part["step"], part["ci_low"], part["ci_high"], color=f"C{j}", alpha=0.18, linewidth=0)
+        ax.set(title=f"{kind} step", xlabel="training step", ylabel="teacher-forced accuracy", ylim=(-0.03, 1.03))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0, 1, 0.86))
     fig.legend(handles, labels, loc="upper center", ncol=len(labels))

@@ -97,7 +97,7 @@ def save_figure(fig, name: str, meta: dict | None = None, directory: Path | str 
     out.mkdir(parents=True, exist_ok=True)
     png, pdf = out / f"{name}.png", out / f"{name}.pdf"
     fig.savefig(png)
-    fig.savefig(pdf)
+    fig.savefig(pdf, metadata={"CreationDate": None})  # no clock in the file: the same figure, the same bytes
     return {"png": png, "pdf": pdf, "meta": _write_meta(out / f"{name}.meta.json", name, meta, [png, pdf])}
 
 
