@@ -194,7 +194,8 @@ class Limits:
 
     depth: int | None = None  # deepest call allowed (root = 0); default task.depth_limit(size)
     calls: int = 4  # calls in one context
-    new_tokens: int | None = None  # tokens per generation; default 2 x the oracle tree's longest turn + 16
+    new_tokens: int | None = None  # tokens per generation; default 2 x the oracle tree's longest turn + 16, in the
+    #                                generator's tokens (its `count`; characters for a generator without one)
     contexts: int | None = None  # contexts per problem (guards against endless fan-out); default 2 x oracle + 8
 
     def __post_init__(self):
@@ -210,8 +211,8 @@ class Limits:
 
 
 def default_new_tokens(longest_target: int) -> int:
-    """Token limit sized to the longest legitimate target (in characters, which bounds tokens of any
-    tokenizer whose tokens are at least one character): room for a wrong but plausible answer, no more."""
+    """Token limit sized to the longest legitimate target, counted in the model's own tokens (characters for
+    the character tokenizer): room for a wrong but plausible answer, no more."""
     return 2 * longest_target + 16
 
 
@@ -227,7 +228,7 @@ class _Open:
 class _Problem:
     """Per-problem decoding state: the trace under construction and its limits."""
 
-    def __init__(self, task: Task, method: str, problem: Any, limits: Limits):
+    def __init__(self, task: Task, method: str, problem: Any, limits: Limits, count=len):
         self.task, self.method, self.problem = task, method, problem
         self.rules = get_method(method)  # how the method decodes: one context or a tree, returns or not
         size = task.size_of(problem)
@@ -237,7 +238,7 @@ class _Problem:
         self.depth_limit = limits.depth if limits.depth is not None else task.depth_limit(size)
         self.call_limit = limits.calls
         self.new_tokens = limits.new_tokens if limits.new_tokens is not None else \
-            default_new_tokens(max(len(e.output) for e in examples))
+            default_new_tokens(max(count(e.output) for e in examples))
         oracle_contexts = len({e.input for e in examples}) if self.recursive else 1
         # The top level of some tasks ends when its n-th call returns (docs/protocol.md, "DP"); n is the task's,
         # the same for every problem (DP: 2). 0: it ends with an answer turn, as every other context.
@@ -346,7 +347,8 @@ def decode(task: Task, problems: Sequence[Any], method: str, generator: Generato
     """
     get_method(method)  # a ValueError naming the methods, before any work
     limits = limits or Limits()
-    states = [_Problem(task, method, p, limits) for p in problems]
+    count = getattr(generator, "count", len)  # the default limits in the generator's tokens
+    states = [_Problem(task, method, p, limits, count) for p in problems]
     open_ = [_Open(s.trace.root, None, i) for i, s in enumerate(states)]
     bar = _bar(progress, len(states), f"decode {task.name}/{method}")
     while open_:

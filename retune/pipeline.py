@@ -108,6 +108,8 @@ def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int
         save_traces(tmp, new)
         tmp.replace(part)
         traces += new
+    if generator is not None:
+        generator.close()  # before the next run's model loads
     tmp = cache.with_name(cache.name + ".tmp")
     save_traces(tmp, traces)
     tmp.replace(cache)
@@ -139,14 +141,23 @@ def hf_generator(profile: Profile, run_dir: Path) -> HFGenerator:
     """A trained run's model (LoRA merged) on the profile's eval device and dtype, behind the batched generator
     interface."""
     model, tok = train.load_trained(run_dir, merge=True, device=profile.eval.device, dtype=profile.eval.dtype)
-    return HFGenerator(model, tok, batch_size=profile.eval.batch_size)
+    return generator_for(profile, model, tok)
+
+
+def generator_for(profile: Profile, model, tokenizer) -> HFGenerator:
+    """A loaded model behind the batched generator interface, as the profile's `eval` section says: rows per
+    batch, the KV-cache budget of a batch, the decoder (static KV cache and compiled step on CUDA by default)."""
+    return HFGenerator(model, tokenizer, batch_size=profile.eval.batch_size, kv_budget_gib=profile.eval.kv_budget_gib,
+                       decoder=profile.eval.decoder)
 
 
 def decode_with(profile: Profile, run_dir: Path, task: str, method: str, problems: list, variant: int = 0,
                 progress: bool = False) -> list:
     """Greedy recursive decoding of `problems` with a trained model (as evaluate_run decodes, uncached)."""
     generator = hf_generator(profile, run_dir)
-    return decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress)
+    traces = decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress)
+    generator.close()
+    return traces
 
 
 def rows(traces: list, **labels) -> list[dict]:

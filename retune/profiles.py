@@ -25,6 +25,7 @@ from typing import Any, Union
 
 from .decode import Limits
 from .files import DEFAULT_PROFILE, ROOT
+from .generators import check_decoding
 from .model import DTYPES, TinyConfig
 from .settings import ProfileError, build
 from .tasks import METHODS, TASKS
@@ -113,6 +114,8 @@ class EvalSection:
     chunk: int = 256  # problems decoded between saves (an interrupted evaluation resumes from the last)
     device: str = "auto"  # auto: cuda when available, else cpu; or cpu, cuda, cuda:N
     dtype: str = "float32"  # weights dtype in evaluation (the paper: float16 on a GPU)
+    kv_budget_gib: Union[float, None] = None  # KV cache of one generate batch; null: half the free GPU memory (CPU 4)
+    decoder: str = "auto"  # generate, static (a static KV cache) or compiled (and CUDA graphs); auto: compiled on CUDA
 
 
 @dataclass
@@ -248,6 +251,7 @@ def check(p: Profile) -> Profile:
         raise ProfileError(f"studies.efficiency_n: every entry must be >= 1, got {p.studies.efficiency_n}")
     check_device(p.eval.device, "eval.device")
     check_dtype(p.eval.dtype, "eval.dtype")
+    check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
     check_dtype(p.train.dtype, "train.dtype")
     return p
 

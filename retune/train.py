@@ -86,16 +86,19 @@ def model_files_fingerprint(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def load_base(source: str, model_config: dict | None = None, dtype: str = "float32"):
+def load_base(source: str, model_config: dict | None = None, dtype: str = "float32", device: str | None = None):
     """(model, tokenizer) of a base model: "tiny" (random init from TinyConfig), one of our finished runs (LoRA
-    merged in, so a new adapter or full fine-tuning starts from its weights), or a pretrained causal LM."""
+    merged in, so a new adapter or full fine-tuning starts from its weights), or a pretrained causal LM; in `dtype`,
+    and on `device` when one is given."""
     if source == "tiny":
         tok = char_tokenizer()
-        return tiny_llama(TinyConfig(**(model_config or {})), tok), tok
-    if is_run_dir(source):
-        model, tok = load_trained(source, merge=True)
-        return model.train(), tok
-    return load_pretrained(source, dtype)
+        model = tiny_llama(TinyConfig(**(model_config or {})), tok)
+    elif is_run_dir(source):
+        model, tok = load_trained(source, merge=True, device=device, dtype=dtype if device else None)
+        model = model.train()
+    else:
+        model, tok = load_pretrained(source, dtype)
+    return (model.to(device=resolve_device(device), dtype=torch_dtype(dtype)) if device else model), tok
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -115,8 +118,9 @@ def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype:
     base; `merge=True` folds the adapter into the base weights (a plain model).
 
     The one place a trained model is put on a device and cast: with `device` ('auto', 'cpu', 'cuda', ...) and/or
-    `dtype` ('float16', 'bfloat16', ...) the weights are moved and cast after merging (an adapter is folded in at
-    the weights' training precision); without them the model stays on the CPU in the dtype it was saved in."""
+    `dtype` ('float16', 'bfloat16', ...) a LoRA run's base is loaded once, in that dtype (no float32 copy of a 7B
+    base in host memory), and put on that device, where the adapter (its own weights in float32) is folded in; a
+    full model is moved and cast. Without them the model stays on the CPU in the dtype it was saved in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = Path(run_dir).expanduser()
@@ -129,7 +133,9 @@ def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype:
     else:
         from peft import PeftModel
 
-        base, _ = load_base(run["model"], run.get("model_config"), run["config"]["dtype"])
+        placed = device is not None or dtype is not None
+        base, _ = load_base(run["model"], run.get("model_config"), dtype or run["config"]["dtype"],
+                            (device or "cpu") if placed else None)
         model = PeftModel.from_pretrained(base, run_dir / "adapter")
         if merge:
             model = model.merge_and_unload()

@@ -15,7 +15,7 @@ from .. import data, train
 from ..decode import decode, save_traces
 from ..generators import HFGenerator, OracleGenerator
 from ..files import DEFAULT_PROFILE, atomic_write_text, check_output_dir, versions
-from ..pipeline import (eval_problems, evaluate_run, evaluation_cache, hf_generator, rows,
+from ..pipeline import (eval_problems, evaluate_run, evaluation_cache, generator_for, hf_generator, rows,
                         placement_path, trained_contexts)
 from ..profiles import Profile, load_profile, merge, parse_sets
 from ..runs import run_identity, spec_for, trained, use_threads
@@ -141,8 +141,7 @@ def pretrained_generator(profile: Profile, name: str) -> HFGenerator:
     from ..model import load_pretrained
 
     model, tok = load_pretrained(name, dtype=profile.eval.dtype)
-    model = model.to(train.resolve_device(profile.eval.device))
-    return HFGenerator(model, tok, batch_size=profile.eval.batch_size)
+    return generator_for(profile, model.to(train.resolve_device(profile.eval.device)), tok)
 
 
 def pretrained_evaluation(profile: Profile, name: str, task: str, method: str, seed: int, variant: int):
@@ -150,7 +149,9 @@ def pretrained_evaluation(profile: Profile, name: str, task: str, method: str, s
     problems = eval_problems(task, tuple(profile.eval.sizes[task]), profile.eval.problems_per_size, seed, variant)
     generator = pretrained_generator(profile, name)
     traces = decode(get_task(task, variant), problems, method, generator, profile.limits)
-    return traces, train.placement(generator.model)
+    placed = train.placement(generator.model)
+    generator.close()
+    return traces, placed
 
 
 def oracle_evaluation(profile: Profile, run_dir: Path | None, task: str, method: str, seed: int,
