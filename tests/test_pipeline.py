@@ -132,6 +132,7 @@ def write_profile(tmp_path, **over) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
     from retune import report
 
@@ -175,6 +176,7 @@ def memorised_run(tmp_path, records=()) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_bf16_evaluation_runs_in_bf16_and_answers_as_fp32(tmp_path, capsys):
     run = memorised_run(tmp_path)
     # sizes 1-2 (every problem of them): the easy case, where the memorised margins are wide
@@ -193,6 +195,7 @@ def test_bf16_evaluation_runs_in_bf16_and_answers_as_fp32(tmp_path, capsys):
     assert bf16["by_size"] == fp32["by_size"]
 
 
+@pytest.mark.slow
 def test_the_eval_loader_places_and_casts_the_model(tmp_path):
     run = memorised_run(tmp_path)
     model, _ = T.load_trained(run, merge=True, device="cpu", dtype="bfloat16")
@@ -200,6 +203,7 @@ def test_the_eval_loader_places_and_casts_the_model(tmp_path):
     assert T.placement(T.load_trained(run)[0]) == {"device": "cpu", "dtype": "float32"}
 
 
+@pytest.mark.slow
 def test_a_base_model_is_evaluated_like_a_run(tmp_path, capsys):
     """--model (a model we did not train; no training set, nothing excluded) goes through the same evaluation as
     --run: the same weights give the same numbers."""
@@ -247,6 +251,7 @@ def test_the_oracle_backend_checks_the_pipeline_and_writes_out(tmp_path, capsys)
     assert eval_cli(longhand, capsys) == {k: v for k, v in out.items() if k != "out"}
 
 
+@pytest.mark.slow
 def test_the_oracle_over_a_run_never_sees_its_training_problems(tmp_path, capsys):
     from retune import data
     from _tiny_model import parity_problems

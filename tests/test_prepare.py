@@ -52,6 +52,7 @@ def test_the_profile_distribution_reaches_every_grid_and_dataset(tmp_path):
             smoke(tmp_path, train={"distribution": bad})
 
 
+@pytest.mark.slow
 def test_prepare_trains_and_evaluates_everything_the_notebooks_then_find_cached(tmp_path):
     profile = smoke(tmp_path, workers=2, seeds=[0, 1], studies={"seeds": [0]},
                     pretrain={"examples": 64, "train": {"max_steps": 2, "batch_size": 8}})
@@ -72,6 +73,7 @@ def test_prepare_trains_and_evaluates_everything_the_notebooks_then_find_cached(
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("measurements.json")} == before
 
 
+@pytest.mark.slow
 def test_a_failing_piece_is_named(tmp_path):
     profile = smoke(tmp_path, workers=2, train={"max_length": 3})  # every example too long: training refuses
     with pytest.raises(RuntimeError, match=r"(addition|parity)/\w+ seed 0 failed: ValueError: no training"):

@@ -131,6 +131,7 @@ needs_smollm2 = pytest.mark.skipif(not presets.is_fetched("smollm2-135m"),
 
 @pytest.mark.model
 @needs_smollm2
+@pytest.mark.slow
 def test_smollm2_is_the_pinned_llama_and_copies_a_number():
     model, tok = load_pretrained("smollm2-135m")
     assert type(model).__name__ == "LlamaForCausalLM"

@@ -60,6 +60,7 @@ def smoke_with_pretraining(tmp_path, mix=0.2):
     return load_profile("smoke", paths, {"pretrain": spec})
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
     profile = smoke_with_pretraining(tmp_path)
     base = runs.base_model(profile, seed=0)

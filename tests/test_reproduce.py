@@ -205,6 +205,7 @@ def test_tour_notebook_runs_under_smoke(tmp_path):
 
 
 @needs_kernel
+@pytest.mark.slow
 def test_a_rerun_on_the_same_inputs_leaves_the_executed_copy_and_marker_byte_for_byte(tmp_path):
     """Before: papermill's time stamps, durations and this machine's absolute paths made every rerun a new file."""
     nbs = tmp_path / "nbs"

@@ -8,6 +8,9 @@ from retune import data, pipeline, runs, traces, train
 from retune.profiles import load_profile
 
 
+pytestmark = pytest.mark.slow  # every test shares a fixture that trains the smoke runs
+
+
 def snapshot(root):
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
 

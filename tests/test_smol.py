@@ -43,6 +43,7 @@ def train_and_evaluate(profile):
     return run_dir
 
 
+@pytest.mark.slow
 def test_smol_smoke_with_a_tiny_gguf_model(tmp_path):
     gguf_file = tmp_path / "tiny.gguf"
     write_tiny_gguf(gguf_file)
@@ -54,6 +55,7 @@ def test_smol_smoke_with_a_tiny_gguf_model(tmp_path):
 
 @pytest.mark.model
 @pytest.mark.skipif(not presets.is_fetched("smollm2-135m"), reason="SmolLM2 not fetched (make smollm2)")
+@pytest.mark.slow
 def test_smol_smoke_with_smollm2(tmp_path):
     profile = smol_smoke(tmp_path, "smollm2-135m")
     assert runs.base_model(profile, 0) == str(presets.preset_path("smollm2-135m"))

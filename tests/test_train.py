@@ -98,6 +98,7 @@ def test_length_grouped_sampler_is_a_seeded_permutation_with_little_padding():
 
 # --- training end to end -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_model_learns_its_data_and_generates_it(tmp_path):
     """Completion-only training on a few examples, then greedy generation from the decoder's context ids
     reproduces each target and stops at EOS."""
@@ -236,6 +237,7 @@ T.train("tiny", [{data!r}], quick(max_steps=8, save_steps=2, lora={lora!r}), {ru
 
 
 @pytest.mark.parametrize("lora", [False, {"r": 4, "lora_alpha": 8, "lora_dropout": 0.05}], ids=["full", "lora"])
+@pytest.mark.slow
 def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path, lora):
     """SIGKILL after step 5 (last checkpoint at 4); the restarted run resumes there and ends where an uninterrupted
     run ends (with LoRA, its dropout draws come from the restored RNG state)."""
