@@ -23,34 +23,71 @@ def reset_peak() -> None:
         f.write("5")
 
 
-def measure(data: str, model: str = "tiny", tiny_model: dict | None = None, batch_size: int = 32) -> dict:
+def measure(data: str, model: str = "tiny", tiny_model: dict | None = None, batch_size: int = 32, lora=False,
+            dtype: str = "float32", bf16: bool = False, device: str = "cpu", threads: int = 0,
+            max_length: int | None = None) -> dict:
+    """One training step of the recipe as it is trained (its base in `dtype`, LoRA or not, bf16 autocast or not,
+    its batch of the longest examples it keeps, forward, backward and an AdamW step) on `device`."""
     import torch
 
     from .data import read
-    from .model import encode_example
-    from .train import completion_collator, load_base
+    from .model import encode_example, with_lora
+    from .train import load_base
+    from .trainer import completion_collator
 
-    net, tok = load_base(model, tiny_model if model == "tiny" else None)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if threads:
+        torch.set_num_threads(threads)
+    net, tok = load_base(model, tiny_model if model == "tiny" else None, dtype)
+    if lora:
+        net = with_lora(net, lora)
     net.to(device).train()
-    records = sorted(read(data), key=lambda r: len(r["input"]) + len(r["output"]))[-batch_size:]
     examples = []
-    for r in records:
+    for r in read(data):
         ids, labels = encode_example(tok, r["input"], r["output"])
-        examples.append({"input_ids": ids, "labels": labels})
+        if max_length is None or len(ids) <= max_length:  # longer ones are dropped in training too
+            examples.append({"input_ids": ids, "labels": labels})
+    examples = sorted(examples, key=lambda e: len(e["input_ids"]))[-batch_size:]
     batch = {k: v.to(device) for k, v in completion_collator(tok)(examples).items()}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-6)
+    cuda = device.startswith("cuda")
     before = rss_mb()
     reset_peak()
-    if device == "cuda":
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
-    net(**batch).loss.backward()
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+        loss = net(**batch).loss
+    loss.backward()
+    optimizer.step()
     peak_rss = rss_mb("VmHWM")
     out = {"batch_size": len(examples), "tokens_per_example_max": max(len(e["input_ids"]) for e in examples),
-           "step_memory_mb": round(max(peak_rss - before, 0.0), 1), "device": device}
-    if device == "cuda":
+           "step_memory_mb": round(max(peak_rss - before, 0.0), 1), "device": device, "dtype": dtype, "bf16": bf16,
+           "lora": bool(lora), "trainable_params": sum(p.numel() for p in trainable),
+           "params": sum(p.numel() for p in net.parameters()), "threads": torch.get_num_threads(), "status": "ok"}
+    if cuda:
         out["step_memory_mb"] = round((torch.cuda.max_memory_allocated() - start) / 2**20, 1)
     return out
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether an error is an allocation that failed: CUDA's, or the CPU allocator's."""
+    import torch
+
+    text = str(err).lower()
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+
+
+def child_main(job: dict) -> dict:
+    """What the child prints: `measure(**job)`, or, when the step ran out of memory, a row that says so."""
+    try:
+        return measure(**job)
+    except Exception as err:
+        if not out_of_memory(err):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return {"status": "OOM", "error": first[:200], "device": job.get("device", "cpu")}
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -74,11 +111,18 @@ def run_child(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def measure_in_child(job: dict) -> dict:
-    """`measure(**job)` in a fresh process, which dies with this one."""
-    done = run_child([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True, text=True,
-                     check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """`measure(**job)` in a fresh process, which dies with this one. A step that ran out of memory comes back as
+    a row with status "OOM" (the allocator's error, or the child killed by SIGKILL: the kernel's OOM killer); any
+    other failure raises with the child's last line of error output."""
+    done = run_child([sys.executable, "-m", "retune.memory", json.dumps(job)], capture_output=True, text=True)
+    if done.returncode == 0:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    if done.returncode in (-9, 137):
+        return {"status": "OOM", "error": "killed by SIGKILL (the kernel's out-of-memory killer, most likely)",
+                "device": job.get("device", "cpu")}
+    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    raise RuntimeError(f"measuring one training step failed: {last}")
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(**json.loads(sys.argv[1]))))
+    print(json.dumps(child_main(json.loads(sys.argv[1]))))

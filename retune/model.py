@@ -113,6 +113,29 @@ def torch_dtype(dtype):
     return getattr(torch, DTYPES[dtype])
 
 
+TRAIN_DEVICES = ("auto", "cpu", "cuda")  # Recipe.device
+
+
+def bf16_supported() -> bool | None:
+    """Whether this machine's CUDA device computes in bf16 (torch.cuda.is_bf16_supported); None without CUDA."""
+    import torch
+
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None
+
+
+def check_training_device(device: str, bf16, where: str = "train") -> None:
+    """A recipe's `device` and `bf16`: bf16 true needs a CUDA device that has bf16, checked against this machine's
+    GPU where it has one (a machine without CUDA cannot tell: the one that trains checks again). `auto` needs no
+    check: it is on exactly where the training device is a GPU with bf16."""
+    from .settings import ProfileError
+
+    if device not in TRAIN_DEVICES:
+        raise ProfileError(f"{where}.device: expected one of {', '.join(TRAIN_DEVICES)}, got {device!r}")
+    if bf16 is True and (device == "cpu" or bf16_supported() is False):
+        here = f"{where}.device is cpu" if device == "cpu" else "this machine's GPU has no bf16"
+        raise ProfileError(f"{where}.bf16: true needs a CUDA device with bf16, but {here}; set it to auto or false")
+
+
 HUB_ENV = "RETUNE_ALLOW_HUB"  # set to 1 to let model names that are not local directories go to the hub
 
 

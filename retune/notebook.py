@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from . import report
 from .profiles import Profile, from_parameters, where
+from .runs import use_threads
 
 
 class Notebook(NamedTuple):
@@ -23,5 +24,6 @@ class Notebook(NamedTuple):
 
 def setup(namespace: dict) -> Notebook:
     profile = from_parameters(namespace)
+    use_threads(profile)  # every notebook trains, evaluates or measures with the profile's `threads`
     report.set_style()
     return Notebook(profile, report.profile_meta(profile), where(profile, "results"), where(profile, "figures"))

@@ -20,7 +20,7 @@ from .generators import HFGenerator
 from .files import locked
 from .model import DTYPES
 from .profiles import Profile
-from .runs import RunSpec, dataset, main_runs, trained, use_threads
+from .runs import RunSpec, dataset, main_runs, train_config, trained, use_threads
 from .tasks import get_task
 from .tasks.methods import MAIN_METHODS
 
@@ -246,14 +246,22 @@ def training_measurements(profile: Profile, runs: list | None = None):
 
 
 def training_memory(profile: Profile, task: str, method: str, seed: int = 0, batch_size: int | None = None) -> dict:
-    """Peak memory of one training step on the longest examples of a dataset, measured in a fresh process so
-    nothing else counts: on GPU the allocator's peak, on CPU the growth of resident memory over the step."""
+    """Peak memory of one training step of the recipe the run trains with (its base's architecture in its dtype,
+    LoRA or not, bf16 autocast where the trainer turns it on, its batch of the longest examples it keeps, an AdamW
+    step), on its training device, measured in a fresh process so nothing else counts: on GPU the allocator's
+    peak, on CPU the growth of resident memory over the step. A step that runs out of memory is a row with status
+    "OOM" (step_memory_mb empty)."""
     from .memory import measure_in_child
+    from .model import bf16_supported
+    from .trainer import on_cuda
 
     path = dataset(profile, task, method, seed)
-    base = profile.model.source if not profile.pretrain else "tiny"
+    base = profile.model.source if not profile.pretrain else "tiny"  # a pre-trained tiny base: the tiny's shape
+    config = train_config(profile, seed, task, method)
+    cuda = on_cuda(config.device)
+    kind = "tiny" if base == "tiny" else "pretrained"
     job = {"data": str(path), "model": base, "tiny_model": asdict(profile.model.tiny),
-           "batch_size": batch_size or profile.train.batch_size}
-    return measure_in_child(job) | {"task": task, "method": method}
-
-
+           "batch_size": batch_size or config.batch_size, "lora": train.use_lora(config, kind),
+           "dtype": config.dtype, "bf16": cuda and bool(bf16_supported() if config.bf16 == "auto" else config.bf16),
+           "device": "cuda" if cuda else "cpu", "threads": profile.threads, "max_length": config.max_length}
+    return {"status": "ok"} | measure_in_child(job) | {"task": task, "method": method}

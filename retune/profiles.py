@@ -26,7 +26,7 @@ from typing import Any, Union
 from .decode import Limits
 from .files import DEFAULT_PROFILE, ROOT
 from .generators import check_decoding
-from .model import DTYPES, TinyConfig
+from .model import DTYPES, TinyConfig, check_training_device
 from .settings import ProfileError, build
 from .tasks import METHODS, TASKS
 from .tasks.methods import ABLATION_STUDY, MAIN_METHODS, RETUNING
@@ -52,7 +52,8 @@ class Recipe:
     save_steps: int = 200  # checkpoint every this many optimizer steps, so a killed run loses at most this many
     max_length: int = 2048  # longest example (prompt + target + EOS) in tokens; longer ones are dropped and counted
     dtype: str = "float32"  # weights dtype of a pretrained base model in training (the paper trains fp32 weights)
-    bf16: Union[str, bool] = "auto"  # bf16 autocast; "auto" = on when CUDA is available, never on CPU
+    bf16: Union[str, bool] = "auto"  # bf16 autocast; "auto" = on when training on a GPU that has bf16, never on CPU
+    device: str = "auto"  # training device: auto (cuda when available), cpu or cuda; not in the run's cache key
     lora: Union[bool, dict, None] = None  # True: the paper's adapter (r=64, alpha=64, dropout .05, q/k/v/o); a dict
     #                                       of peft LoraConfig keys overrides its keys; False: full fine-tuning;
     #                                       None: LoRA for a pretrained base, full fine-tuning for tiny models
@@ -242,6 +243,7 @@ def check(p: Profile) -> Profile:
         recipes.append((where, build(Recipe, over, where)))
     for where, recipe in recipes:
         _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
+        check_training_device(recipe.device, recipe.bf16, where)
     for where, value in (("train.problems_per_size", p.train.problems_per_size),
                          ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
                          ("eval.chunk", p.eval.chunk)):

@@ -38,7 +38,7 @@ class TrainConfig(Recipe):
 
 
 # Keys that change how a run is carried out but not what it produces: left out of the cache key.
-NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress")
+NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress", "device")
 # Keys added after runs were cached: left out of the key while at these defaults, so older runs keep their keys.
 LATER_DEFAULTS = {"loss_mean": "token"}
 

@@ -115,13 +115,26 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     return 1 - real / max(total, 1)
 
 
+def on_cuda(device: str) -> bool:
+    """Whether a recipe's `device` trains on the GPU: auto where CUDA is available; cuda without it is an error."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device cuda: no CUDA device here (use auto or cpu)")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
     from transformers import TrainingArguments
 
-    bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
+    from .model import bf16_supported
+
+    bf16 = cuda and bool(bf16_supported()) if config.bf16 == "auto" else bool(config.bf16)
     if bf16 and not cuda:
         raise ValueError("bf16=True needs a CUDA device; use bf16='auto' or False on CPU")
-    return TrainingArguments(
+    if bf16 and not bf16_supported():
+        raise ValueError("bf16=True, but this GPU has no bf16; use bf16='auto' (off here) or False")
+    args = TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
         num_train_epochs=config.epochs,
@@ -145,6 +158,27 @@ def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
         report_to="none",
         disable_tqdm=not config.progress,
     )
+    if cuda:
+        one_device(args)
+    return args
+
+
+def one_device(args) -> None:
+    """More than one visible GPU and no launcher (torchrun sets WORLD_SIZE): the Trainer would wrap the model in
+    DataParallel, and every step's batch would be the recipe's times the number of GPUs, outside the run's cache
+    key. The run trains on one device (cuda:0) instead, and one line says so."""
+    import os
+    import sys
+
+    import torch
+
+    count = torch.cuda.device_count()
+    if count < 2 or "WORLD_SIZE" in os.environ:
+        return
+    _ = args.device  # transformers counts the visible GPUs into args._n_gpu here ...
+    args._n_gpu = 1  # ... and wraps the model in DataParallel when it is more than one
+    print(f"retune: {count} GPUs visible and no launcher: this run trains on cuda:0 alone (the recipe's batch); "
+          "to use them all, executor.kind gpus or train.processes", file=sys.stderr)
 
 
 def example_mean_loss(outputs, labels, num_items_in_batch=None):
@@ -161,7 +195,6 @@ def example_mean_loss(outputs, labels, num_items_in_batch=None):
 def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
     """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
     seed-determined sampler."""
-    import torch
     from transformers import PrinterCallback, Trainer
 
     sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
@@ -182,7 +215,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
             counter.add(inputs["attention_mask"])
             return super().training_step(model, inputs, num_items_in_batch)
 
-    args = training_arguments(config, output_dir, torch.cuda.is_available())
+    args = training_arguments(config, output_dir, on_cuda(config.device))
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
                             data_collator=completion_collator(tokenizer), callbacks=list(callbacks),
                             compute_loss_func=example_mean_loss if per_example else None)

@@ -28,6 +28,9 @@ def add_cli(subparsers) -> None:
 def run_cli(args) -> list[dict]:
     model = {"model": {"source": model_path(args.model)}} if args.model is not None else {}
     profile = load_profile(args.profile, merge(parse_sets(args.set), model))  # checked before any work
+    for section, key in ((profile.model, "source"), (profile.step_probe, "model")):  # --set, a profile's YAML
+        if getattr(section, key) and getattr(section, key) != "tiny":
+            setattr(section, key, model_path(getattr(section, key)))
     try:
         records = reproduce(profile, only=args.only, force=args.force)
     except NotebookFailed as err:

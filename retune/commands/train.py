@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import train
 from ..files import DEFAULT_PROFILE
 from ..profiles import load_profile, merge, parse_sets, where
-from ..runs import base_model, spec_for, train_config, trained
+from ..runs import base_model, spec_for, train_config, trained, use_threads
 from ..tasks import METHODS, TASKS
 
 
@@ -44,6 +44,7 @@ def run_cli(args) -> Path:
         config = replace(train_config(profile, seed), threads=profile.threads)
         run_dir = train.train(source, args.data, config, where(profile, "runs"), tiny)
     else:
+        use_threads(profile)
         run_dir = trained(profile, spec_for(profile, args.task, args.method, args.seed))
     print(run_dir)
     return run_dir
