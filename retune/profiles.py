@@ -61,6 +61,8 @@ class Recipe:
     loss_mean: str = "token"  # "token": every target token of a batch weighs the same (transformers' default);
     #                           "example": each example's mean token loss, averaged over the batch, so a one-token
     #                           step (Re-Tuning's combination) weighs as much as a 50-token call
+    processes: int = 1  # data-parallel processes training one run (torchrun, the Trainer's DDP; a GPU each, or gloo
+    #                     on CPU), each with batch_size / processes of every batch: the recipe's global batch and order
 
 
 LOSS_MEANS = ("token", "example")  # Recipe.loss_mean
@@ -244,6 +246,9 @@ def check(p: Profile) -> Profile:
     for where, recipe in recipes:
         _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
         check_training_device(recipe.device, recipe.bf16, where)
+        if recipe.processes < 1 or recipe.batch_size % recipe.processes:
+            raise ProfileError(f"{where}.processes: must be >= 1 and divide batch_size ({recipe.batch_size}): each "
+                               f"process takes an equal share of every batch; got {recipe.processes}")
     for where, value in (("train.problems_per_size", p.train.problems_per_size),
                          ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
                          ("eval.chunk", p.eval.chunk)):

@@ -7,13 +7,21 @@ survive a kill, a run cache keyed by everything that determines the result, and 
 A run directory holds: run.json (what went in, and the cache key), model/ (full weights) or adapter/ (LoRA only,
 the base is rebuilt from run.json), tokenizer/, measurements.json (written last: its presence means "finished"),
 and checkpoints/ while the run is in progress.
+
+With `processes` > 1 a run trains data-parallel: torchrun starts that many processes (`python -m retune.train`),
+each trains over the same data through the Trainer's own DDP (one GPU each; gloo on CPU) and takes its share of
+every batch (retune.trainer), so the global batch and the data order are the one-process run's; rank 0 writes.
+The key leaves `processes` out, as it does threads: the same run, up to the order of float sums.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import resource
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,7 +46,8 @@ class TrainConfig(Recipe):
 
 
 # Keys that change how a run is carried out but not what it produces: left out of the cache key.
-NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress", "device")
+NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress", "processes", "device")
+LAUNCHED = "RETUNE_DISTRIBUTED_RUN"  # set for the processes torchrun starts for one run: that run's directory
 # Keys added after runs were cached: left out of the key while at these defaults, so older runs keep their keys.
 LATER_DEFAULTS = {"loss_mean": "token"}
 
@@ -254,9 +263,13 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     start = time.perf_counter()
     kind, identity, data_ids, key = ident = identify(model_source, paths, config, model_config)
     run_dir = run_directory(ident, runs_dir)
-    with locked(run_dir):  # a second process asking for this run waits, then finds it finished
+    launched = os.environ.get(LAUNCHED) == str(run_dir)  # a rank of this run: its launcher holds the lock
+    with contextlib.nullcontext() if launched else locked(run_dir):  # a second asker waits, then finds it finished
         if (run_dir / "measurements.json").is_file():
             return run_dir  # cached: nothing loaded, nothing trained
+        if config.processes > 1 and not launched:
+            return launch(model_source, paths, config, runs_dir, model_config, run_dir, callbacks)
+        rank0 = int(os.environ.get("RANK", "0")) == 0
 
         model, tok = load_base(model_source, model_config, config.dtype)
 
@@ -275,7 +288,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         run = {"key": key, "model": source_ref, "model_kind": kind, "model_config": model_config, "base": identity,
                "data": [dict(d, path=str(p)) for d, p in zip(data_ids, paths)], "config": asdict(config),
                "lora": lora if lora is not True else "paper"}
-        (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        if rank0:
+            (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
         checkpoints = run_dir / "checkpoints"
         resume = last_checkpoint(checkpoints)
@@ -285,6 +299,9 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         train_start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_seconds = time.perf_counter() - train_start
+        counter.add_other_processes(trainer)
+        if not rank0:
+            return run_dir
 
         save_model(trainer.model, tok, run_dir, bool(lora))
         m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
@@ -292,6 +309,29 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         write_json(run_dir / "measurements.json", m)  # last: marks the run finished
         shutil.rmtree(checkpoints, ignore_errors=True)
         return run_dir
+
+
+def launch(model_source: str, paths: list[Path], config: TrainConfig, runs_dir, model_config, run_dir: Path,
+           callbacks=()) -> Path:
+    """Train one run in `config.processes` processes started by torchrun (`python -m torch.distributed.run`), each
+    running `train` on the same inputs with its share of every batch; waits for them. Their output (a failing
+    rank's traceback) goes to this process's."""
+    from .memory import run_child
+
+    if callbacks:
+        raise ValueError("callbacks run in the training process: with processes > 1 there are several; train with "
+                         "processes 1 to use them")
+    threads = max(1, config.threads // config.processes) if config.threads else 1
+    job = {"model_source": model_source, "dataset_paths": [str(p) for p in paths], "runs_dir": str(runs_dir),
+           "config": asdict(config) | {"threads": threads}, "model_config": model_config}
+    env = dict(os.environ, **{LAUNCHED: str(run_dir), "OMP_NUM_THREADS": str(threads)})
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.processes}",
+            "-m", "retune.train", json.dumps(job)]
+    done = run_child(argv, env=env)
+    if done.returncode or not (run_dir / "measurements.json").is_file():
+        raise RuntimeError(f"training {run_dir.name} in {config.processes} processes failed (torchrun exit "
+                           f"{done.returncode}; the failing rank's traceback is printed above)")
+    return run_dir
 
 
 def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:
@@ -333,6 +373,7 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "wall_seconds": round(wall_seconds, 2),
         "resumed_from": resume.name if resume else None,
         "device": "cuda" if trainer.args.device.type == "cuda" else "cpu",
+        "processes": trainer.args.world_size,  # data-parallel processes (tokens_per_batch: the first one's share)
         **peak_memory(),
         "versions": versions(),
         "seed": config.seed,
@@ -353,3 +394,10 @@ def recipe_of(section) -> dict:
     """The Recipe keys of a profile section (train or pretrain.train), without its other keys (sizes, ...)."""
     names = {f.name for f in fields(Recipe)}
     return {k: v for k, v in asdict(section).items() if k in names}
+
+
+if __name__ == "__main__":  # one rank of a run trained in several processes (`launch`)
+    from retune.train import make_config as _config, train as _train
+
+    _job = json.loads(sys.argv[1])
+    _train(**dict(_job, config=_config(_job["config"])))

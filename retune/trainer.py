@@ -69,6 +69,15 @@ class TokenCounter:
         self.batch_tokens.append(real)
         self.examples += attention_mask.shape[0]
 
+    def add_other_processes(self, trainer) -> None:
+        """After a data-parallel run, the totals over every process (each counted its share of the batches)."""
+        if trainer.args.world_size > 1:
+            import torch
+
+            mine = torch.tensor([self.real_tokens, self.padded_tokens, self.examples], device=trainer.args.device)
+            total = trainer.accelerator.reduce(mine, "sum").tolist()
+            self.real_tokens, self.padded_tokens, self.examples = (int(x) for x in total)
+
     @property
     def padding_fraction(self) -> float:
         return self.padded_tokens / max(self.real_tokens + self.padded_tokens, 1)
@@ -134,6 +143,12 @@ def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
         raise ValueError("bf16=True needs a CUDA device; use bf16='auto' or False on CPU")
     if bf16 and not bf16_supported():
         raise ValueError("bf16=True, but this GPU has no bf16; use bf16='auto' (off here) or False")
+    if config.processes < 1 or config.batch_size % config.processes:
+        raise ValueError(f"processes must be >= 1 and divide batch_size {config.batch_size}; got {config.processes}")
+    # Several processes (torchrun): the loader's batch of batch_size is split among them (accelerate's
+    # split_batches), so the batches, the global batch and their order are those of one process.
+    parallel = {"accelerator_config": {"split_batches": True}, "ddp_backend": "nccl" if cuda else "gloo",
+                "ddp_find_unused_parameters": False} if config.processes > 1 else {}
     args = TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
@@ -157,6 +172,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, cuda: bool):
         dataloader_num_workers=0,  # tiny batches collate in microseconds; workers would only add start-up time
         report_to="none",
         disable_tqdm=not config.progress,
+        **parallel,
     )
     if cuda:
         one_device(args)
