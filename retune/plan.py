@@ -3,8 +3,9 @@
 A profile yields pieces: the generic base of each seed (when the profile pre-trains), the step probe's
 pretrained fine-tune, and every run of the grids (retune.runs.all_runs: trained, then evaluated). Each piece is
 keyed by its inputs through the caches (datasets, runs, evaluations), so any executor may run it in any process:
-a finished piece is found, a piece asked for twice is made once (the second asker waits on the cache's lock).
-The notebooks then only read the caches. Executors: retune.executors.
+a finished piece is found, a piece asked for twice is made once (the second asker waits on the cache's lock),
+and `finished` tells from the caches alone which pieces are done. The notebooks then only read the caches.
+Executors: retune.executors.
 """
 from __future__ import annotations
 
@@ -57,6 +58,23 @@ def plan(profile: Profile) -> tuple[list[Piece], list[Piece]]:
 def needs(profile: Profile, piece: Piece) -> Piece | None:
     """The piece that must be finished before `piece` starts (a run's base), or None."""
     return Piece("base", piece.seed) if piece.kind == "run" and profile.pretrain else None
+
+
+def finished(profile: Profile, piece: Piece) -> bool:
+    """Whether `piece` is done, read from the caches without building, training or loading anything (an executor
+    starts only the others: a re-run after an interruption picks up where it stopped). A step probe counts as not
+    done; doing it again when it is costs a cache lookup."""
+    from .pipeline import evaluation_cache
+    from .runs import finished_run
+
+    if piece.kind == "base":
+        return base_model(profile, piece.seed, progress=False, build=False) is not None
+    if piece.kind != "run":
+        return False
+    spec = piece.run
+    run_dir = finished_run(profile, spec)
+    return run_dir is not None and evaluation_cache(profile, run_dir, spec.task, spec.method, spec.seed,
+                                                    spec.variant).is_file()
 
 
 def do(profile: Profile, piece: Piece) -> dict:

@@ -9,7 +9,8 @@ type names the key, the value and the type expected.
 
 Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-training of the tiny base), `train` (the
 fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
-(the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written).
+(the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written),
+`executor` (who does the work before the notebooks: processes here, one per GPU, or a Slurm job array).
 
 A low layer: it imports only the plain dataclasses of tasks, model and decode, so runs, the pipeline, the runner, the
 CLI and the notebooks can all use it.
@@ -163,15 +164,34 @@ class StepProbeSection:
 
 
 @dataclass
+class ExecutorSection:
+    """Who does `retune reproduce`'s work before the notebooks; checked, with this machine, by executors.check."""
+    kind: str = "local"  # local: `workers` CPU processes here; gpus: one process per visible CUDA device (per
+    #                      train.processes devices), pinned to it; slurm: a job array through submitit
+    gpus: int = 0  # kind gpus: how many visible devices to use (0: all; more than are visible is refused)
+    cluster: str = "slurm"  # slurm (sbatch on PATH), or local: submitit's own local executor, real processes here
+    partition: Union[str, None] = None  # kind slurm, this key and those below: the partition (null: the default)
+    gpus_per_job: int = 1  # GPUs per job (at least train.processes; 0: CPU-only jobs)
+    cpus_per_job: int = 4  # CPUs per job: its torch threads
+    time_min: int = 1440  # time limit per job in minutes (a run killed by it resumes from its checkpoint on a re-run)
+    mem_gb: float = 64.0  # memory per job
+    array_parallelism: int = 64  # jobs of one array running at once
+    setup: list[str] = field(default_factory=list)  # shell lines each job runs first (module load ..., source ...)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # more sbatch options, e.g. {account: x, qos: y}
+    logs: Union[str, None] = None  # submitit's folder (each job's stdout, stderr, pickles); null: <paths.runs>/jobs
+
+
+@dataclass
 class Profile:
     profile: str = "default"  # the name results are filed under (results/notebooks/<profile>/)
     seeds: list[int] = field(default_factory=lambda: [0])  # training/evaluation seeds; tables pool them
     tasks: list[str] = field(default_factory=lambda: list(TASKS))  # every task of the registry
     methods: list[str] = field(default_factory=lambda: list(MAIN_METHODS))  # the paper's three
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
-    workers: int = 1  # > 1: `retune reproduce` first trains and evaluates every run in this many processes side by
-    #                   side (threads // workers torch threads each; a tiny model uses 2 one-thread processes
-    #                   better than one two-thread process), then runs the notebooks on the cached results
+    workers: Union[int, str] = 1  # > 1: `retune reproduce` first trains and evaluates every run in this many processes
+    #                   side by side (threads // workers torch threads each: 2 one-thread processes beat one of two
+    #                   threads for a tiny model); auto: one per visible GPU (executor.kind gpus). Then the notebooks
+    executor: ExecutorSection = field(default_factory=ExecutorSection)  # who does the work before the notebooks
     model: ModelSection = field(default_factory=ModelSection)
     pretrain: Union[PretrainSection, None] = None  # null: fine-tune straight from model.source
     train: TrainSection = field(default_factory=TrainSection)

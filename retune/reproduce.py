@@ -12,8 +12,9 @@ interrupted reproduction picks up where it stopped (`--force` runs everything ag
 a notebook (datasets, training, evaluation) are cached separately (retune.runs, retune.pipeline), so a re-run
 notebook is cheap too.
 
-With the profile key `workers` > 1, every piece of work the notebooks need (retune.plan) is first done by an
-executor (retune.executors) in that many processes side by side; the notebooks then find it cached.
+With `workers` > 1, or an `executor` section that asks for GPUs or Slurm, every piece of work the notebooks need
+(retune.plan) is first done by an executor (retune.executors: processes side by side, one per GPU, or a Slurm job
+array); the notebooks then find it cached.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import logging
 import time
 from pathlib import Path
 
-from .executors import run_local
+from . import executors
 from .files import ROOT
 from .profiles import Profile, parameters
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -142,9 +143,10 @@ def reproduce(profile: Profile | dict, notebooks_dir: Path | str | None = None, 
     dict of notebook parameters).
 
     Returns one record per notebook: name, status ("ran" or "skipped"), seconds, executed path."""
-    if isinstance(profile, Profile) and profile.workers > 1 and only is None:
-        log(f"runs first, {profile.workers} side by side (profile key `workers`); then the notebooks")
-        run_local(profile, log=log, progress=progress)
+    if isinstance(profile, Profile) and only is None and executors.wanted(profile):
+        log(f"runs first, by the {executors.kind(profile)} executor (profile keys `workers`, `executor`); then the "
+            f"notebooks")
+        executors.execute(profile, log=log, progress=progress)
     profile = parameters(profile) if isinstance(profile, Profile) else profile
     check_parameters(profile)
     todo = notebooks(notebooks_dir, only)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..executors import PieceFailed
 from ..files import DEFAULT_PROFILE
 from ..profiles import available, load_profile, merge, parse_sets, where
 from ..reproduce import EXECUTED_DIR, NotebookFailed, reproduce
@@ -33,7 +34,7 @@ def run_cli(args) -> list[dict]:
             setattr(section, key, model_path(getattr(section, key)))
     try:
         records = reproduce(profile, only=args.only, force=args.force)
-    except NotebookFailed as err:
+    except (NotebookFailed, PieceFailed) as err:
         raise SystemExit(f"retune reproduce: error: {err}") from None
     print(f"\nexecuted notebooks: {EXECUTED_DIR / profile.profile}")
     print(f"tables: {where(profile, 'results')}\nfigures: {where(profile, 'figures')}")
