@@ -1,0 +1,9 @@
+#!/bin/bash
+# Issue 28 candidates, one after another on one thread; resumable (rerun: finished runs come from the cache).
+cd "$(dirname "$0")/../.."
+P=".venv/bin/python research/ood_probe.py"
+$P --task addition --surfaces many --multiline 0.4 --steps 1500
+$P --task addition --surfaces many --multiline 0.4 --steps 1500 --lora 32
+$P --task parity --surfaces many --multiline 0.4 --steps 3000 --loss-mean example
+$P --task addition --surfaces one --multiline 0 --steps 1500
+$P --task addition --surfaces many --multiline 0.4 --steps 3000
