@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 28 candidates, one after another on one thread; resumable (rerun: finished runs come from the cache).
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 P=".venv/bin/python research/ood_probe.py"
 $P --task addition --surfaces many --multiline 0.4 --steps 1500
 $P --task addition --surfaces many --multiline 0.4 --steps 1500 --lora 32
