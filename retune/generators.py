@@ -163,10 +163,13 @@ class HFGenerator:
         return ids.to(self.model.device), mask.to(self.model.device)
 
     def _shape(self, rows: int, width: int, new: int) -> tuple[int, int]:
-        """(rows, cache length) a batch runs at: as it is, or rounded up to few shapes for the compiled step."""
+        """(rows, cache length) a batch runs at: as it is, or, for the compiled step (one graph per shape, and
+        torch.compile's recompile limit, 8, after which a shape runs eagerly), each rounded up to a power of two
+        (the cache to at least 64 positions). The budget counts the rounded shape."""
         if not self.pad_shapes:
             return rows, width + new
-        return min(1 << (rows - 1).bit_length(), max(self.batch_size, rows)), -(-(width + new) // 64) * 64
+        length = max(64, 1 << (width + new - 1).bit_length())
+        return min(1 << (rows - 1).bit_length(), max(self.batch_size, rows)), length
 
     def plan(self, lengths: Sequence[int], limits: Sequence[int]) -> list[list[int]]:
         """Row indices in batches: sorted by length, each batch within `batch_size` rows and the token budget
