@@ -272,6 +272,8 @@ class HFGenerator:
                 if t + 1 == new or bool(done.all()):
                     break
                 position = position + 1
+                if self.decoder == "compiled":  # CUDA graphs: this step may overwrite the last one's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
                 logits = step(input_ids=nxt[:, None], attention_mask=full, position_ids=position, cache=cache,
                               use_cache=True).logits[:, -1]
         return torch.stack(tokens, 1).tolist()
