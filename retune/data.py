@@ -238,11 +238,40 @@ def verified(path: str | Path) -> dict | None:
 
 
 def read(path: str | Path) -> list[dict]:
+    """Every record of a JSONL dataset, each checked (`records`)."""
+    return list(records(path))
+
+
+def records(path: str | Path):
+    """The records of a JSONL dataset one at a time, blank lines skipped. Each must be a JSON object with string
+    `input` and `output`: anything else (a line cut short, a JSON list, a record without `input`, bytes that are
+    not UTF-8) is a ValueError naming the file and the line, not a KeyError or a JSON error later and elsewhere."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist (build it with `retune data`)")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if raw.strip():
+                yield parse_record(raw, f"{path}:{number}")
+
+
+def parse_record(raw: bytes, where: str) -> dict:
+    """One JSONL line as a training record, or a ValueError that starts with `where` (file:line)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not UTF-8 text") from None
+    except ValueError as err:
+        cut = "" if raw.endswith(b"\n") else "; the line is cut short"
+        raise ValueError(f"{where}: not a JSON record ({err.msg}{cut})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object with input and output, got a JSON "
+                         f"{type(record).__name__}")
+    missing = [key for key in ("input", "output") if not isinstance(record.get(key), str)]
+    if missing:
+        raise ValueError(f"{where}: the record has no {' and no '.join(missing)} string (a training record is "
+                         f"{{\"input\": ..., \"output\": ...}})")
+    return record
 
 
 def read_manifest(path: str | Path) -> dict:

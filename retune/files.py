@@ -10,6 +10,7 @@ later run could mistake for a finished result.
   the second waits, then finds it cached).
 - The helpers every layer shares, written once: `ROOT` (the repository), `DEFAULT_PROFILE`, `versions()` (what
   produced a result), `file_sha256`, `write_json` (atomic).
+- Digests written last (`files_digest` / `changed`): damage after a result was finished is found, never trusted.
 
 The lowest layer: imports nothing from retune.
 """
@@ -27,6 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: profiles/, data/, results/, figures/, notebooks/
 DEFAULT_PROFILE = "cpu"  # what `make reproduce`, `retune train | eval | reproduce` and the notebooks use unless told
+
+
+class OneLineError(ValueError):
+    """An error whose message says it all. IPython (so papermill and the notebooks) shows an exception through its
+    `_render_traceback_` when it has one: here this one line, not a traceback through the library. The command
+    lines print any ValueError as one line already."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def versions() -> dict:
@@ -181,3 +191,28 @@ def locked(path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- digests written last: a result damaged after it was finished is found, never trusted ---------------------
+def files_digest(root, names) -> dict[str, str]:
+    """sha256 of every file under `root`/<name> (a file or a folder) for each of `names` that exists, by path
+    relative to `root`: what a finished result records of itself, last, so that a later change is found."""
+    root, out = Path(root), {}
+    for name in names:
+        top = root / name
+        for f in sorted([top] if top.is_file() else top.rglob("*") if top.is_dir() else []):
+            if f.is_file():
+                out[str(f.relative_to(root))] = file_sha256(f)
+    return out
+
+
+def changed(root, digests: dict) -> str | None:
+    """What differs from `digests` (files_digest's) under `root`, in a few words: the first file missing or not
+    byte for byte what was recorded; None when every one matches."""
+    for name, sha in digests.items():
+        f = Path(root) / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if file_sha256(f) != sha:
+            return f"{name} is not the file recorded when it was finished (cut short or changed)"
+    return None

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .settings import ProfileError, at_least, check_seed, positive_finite
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 # Every printable ASCII character plus newline: covers all task strings and their prompt variants.
@@ -45,6 +48,20 @@ class TinyConfig:
     max_position_embeddings: int = 2048
     rope_theta: float = 10000.0  # RoPE base; matters for length generalization
     seed: int = 0  # initialisation seed
+
+
+def check_tiny(tiny: TinyConfig, where: str = "model.tiny") -> TinyConfig:
+    """The tiny LLaMA's shape, checked before a model is built (hidden_size 0 or 33 gave tracebacks from deep inside
+    transformers): every size >= 1, and hidden_size split into heads of an even width (RoPE rotates pairs)."""
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings"):
+        at_least(f"{where}.{key}", getattr(tiny, key), 1)
+    if tiny.hidden_size % (2 * tiny.num_attention_heads):
+        raise ProfileError(f"{where}.hidden_size: must be a multiple of 2 x num_attention_heads "
+                           f"({2 * tiny.num_attention_heads}: heads of an even width), got {tiny.hidden_size}")
+    positive_finite(f"{where}.rope_theta", tiny.rope_theta)
+    check_seed(tiny.seed, f"{where}.seed")
+    return tiny
 
 
 def tiny_llama(config: TinyConfig | dict | None = None, tokenizer=None):
@@ -100,6 +117,21 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 # The paper's adapter (docs/protocol.md, "Reference training settings"). alpha = r, so the LoRA update is scaled by 1.
 PAPER_LORA = {"r": 64, "lora_alpha": 64, "lora_dropout": 0.05,
               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def check_dtype(dtype: str, where: str = "dtype") -> str:
+    """A dtype name of DTYPES, else an error naming the key, the value and the names allowed."""
+    if dtype not in DTYPES:
+        raise ProfileError(f"{where}: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def check_device(device: str, where: str = "device") -> str:
+    """A device name a model can be put on: auto, cpu, cuda or cuda:N."""
+    head, _, index = device.partition(":")
+    if head not in ("auto", "cpu", "cuda") or (index and (head != "cuda" or not index.isdigit())):
+        raise ProfileError(f"{where}: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
 
 
 def torch_dtype(dtype):
@@ -188,25 +220,113 @@ def load_pretrained(path_or_id: str, dtype="float32", allow_hub: bool | None = N
     """(model, tokenizer) of a pretrained causal LM from a local directory, a preset name (retune.presets,
     e.g. 'smollm2-135m', once fetched) or (when allowed) a hub id, weights
     in `dtype`. Names are resolved by `resolve_model` first: typos and empty directories fail at once, and
-    nothing is downloaded unless hub access was allowed.
+    nothing is downloaded unless hub access was allowed; a local directory's files are checked (check_model_dir).
 
     LLaMA tokenizers have no pad token; EOS doubles as pad, which is safe because training labels are built before
     padding (the collator pads labels with -100, so a real EOS target is never masked).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import os
 
     path = resolve_model(path_or_id, allow_hub)
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
-    except OSError as err:  # a hub id that is not there, or no network: one line, not a traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"model {path_or_id!r} could not be loaded: {first}") from None
+    if os.path.isdir(path):
+        check_model_dir(path)
+    tok = load_tokenizer(path, path_or_id)
+    model = load_weights(path, dtype, path_or_id)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # generation pads on the left; the training collator pads on its own
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+# --- a model directory, checked before transformers reads it ---------------------------------------------------
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def check_model_dir(path, tokenizer: bool = True) -> None:
+    """A ValueError with the one reason a model directory cannot be loaded, before transformers reads it: its own
+    errors name a repo id, a header or a report table rather than the missing or damaged file. Checks config.json
+    (a JSON object), a weights file, every safetensors file's length against its header, and (with `tokenizer`)
+    a tokenizer file."""
+    import json
+
+    d = Path(path)
+    names = {f.name for f in d.iterdir()} if d.is_dir() else set()
+    problem = None
+    try:
+        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            problem = "config.json is not a JSON object"
+    except (OSError, ValueError):
+        problem = "config.json is missing or not JSON" if "adapter_config.json" not in names else None
+    if problem is None and not names & set(WEIGHT_FILES):
+        problem = f"no weights file (one of {', '.join(WEIGHT_FILES)})"
+    for f in sorted(d.glob("*.safetensors")):
+        problem = problem or safetensors_problem(f)
+    if problem is None and tokenizer and not names & set(TOKENIZER_FILES):
+        problem = f"no tokenizer (one of {', '.join(TOKENIZER_FILES)})"
+    if problem:
+        raise ValueError(f"model directory {str(d)!r}: {problem}")
+
+
+def safetensors_problem(path) -> str | None:
+    """Why a .safetensors file is not whole, from its header alone (None: it is): a file cut short, one that is
+    no safetensors file, or one whose length differs from what its header accounts for."""
+    import json
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < length <= size - 8:
+            return f"{path.name} is cut short or is no safetensors file ({size} bytes)"
+        try:
+            header = json.loads(f.read(length))
+            end = max([0] + [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return f"{path.name} has a damaged header"
+    if 8 + length + end != size:
+        what = "is cut short" if size < 8 + length + end else "is longer than its header says"
+        return f"{path.name} {what}: {size} bytes where its header accounts for {8 + length + end}"
+    return None
+
+
+def _failed(name, err: BaseException) -> ValueError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(f"model {str(name)!r} could not be loaded: {first}")
+
+
+def load_tokenizer(path, name=None):
+    """transformers' AutoTokenizer, its failures (a missing file, no network for a hub id) one line."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise _failed(name or path, err) from None
+
+
+def load_weights(path, dtype=None, name=None):
+    """transformers' AutoModelForCausalLM in `dtype`, refused in one line when it cannot be read or when its
+    config.json does not match its weights: transformers then initialises the missing weights at random (or
+    drops the unexpected ones) and only prints a table."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    try:
+        kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}  # none: as saved
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise _failed(name or path, err) from None
+    odd = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(odd.values()):
+        kind, keys = next((k, v) for k, v in odd.items() if v)
+        raise ValueError(f"model {str(name or path)!r}: config.json does not match the weights "
+                         f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]})")
+    return model
 
 
 def lora_config(lora=True):

@@ -3,15 +3,21 @@
     P, meta, RESULTS, FIGURES = setup(globals())
 
 Under `retune reproduce`, papermill injects the profile's name and every setting (retune.profiles.parameters);
-opened by hand, the notebook's parameters cell may name a profile, else the default one is loaded.
+opened by hand, the notebook's parameters cell may name a profile, else the default one is loaded. A `task`
+(papermill's `-p task parity`) narrows the profile to that task. A parameter that cannot be used (an unknown
+profile or task, a bad setting) stops the notebook with one line, not a traceback through the library.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 from . import report
-from .profiles import Profile, from_parameters, where
+from .files import OneLineError
+from .profiles import Profile, check, from_parameters, where
+from .settings import ProfileError
+from .tasks import TASKS
 from .runs import use_threads
 
 
@@ -22,8 +28,25 @@ class Notebook(NamedTuple):
     figures: Path  # where figures go
 
 
+class ParameterError(OneLineError):
+    """A notebook parameter that cannot be used: one line under the cell, where a traceback ran to 65."""
+
+
 def setup(namespace: dict) -> Notebook:
-    profile = from_parameters(namespace)
+    try:
+        profile = only_task(from_parameters(namespace), namespace.get("task"))
+    except ValueError as err:  # ProfileError among them
+        raise ParameterError(str(err)) from None
     use_threads(profile)  # every notebook trains, evaluates or measures with the profile's `threads`
     report.set_style()
     return Notebook(profile, report.profile_meta(profile), where(profile, "results"), where(profile, "figures"))
+
+
+def only_task(profile: Profile, task: str | None) -> Profile:
+    """The profile narrowed to `task` (None: as it is); an unknown task is refused by name (papermill only warns
+    about a parameter the notebook does not declare, and the notebook ran on with every task)."""
+    if task is None:
+        return profile
+    if task not in TASKS:
+        raise ProfileError(f"task: unknown {task!r}; allowed: {', '.join(TASKS)}")
+    return check(replace(profile, tasks=[task]))

@@ -20,6 +20,7 @@ from .generators import HFGenerator
 from .files import locked
 from .model import DTYPES
 from .profiles import Profile
+from .runcheck import read_run
 from .runs import RunSpec, dataset, main_runs, train_config, trained, use_threads
 from .tasks import get_task
 from .tasks.methods import MAIN_METHODS
@@ -56,7 +57,7 @@ def eval_problems(task: str, sizes: tuple[int, int], n: int, seed: int, variant:
 
 def trained_contexts(run_dir: Path) -> set[str]:
     """The top contexts a run was trained on (to keep evaluation problems out of the training set)."""
-    run = json.loads((Path(run_dir) / "run.json").read_text())
+    run = read_run(run_dir)
     return {r["input"] for d in run["data"] for r in data.read(d["path"]) if r.get("depth", 0) == 0}
 
 

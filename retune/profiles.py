@@ -5,7 +5,8 @@ merges profiles/<name>.yaml over them, then every further profile name, YAML pat
 one winning. Merging is deep for mappings (a profile that sets `train: {max_steps: 20}` keeps the other train
 keys) and replaces everything else (lists, scalars, null). The merged mapping is then checked before any work
 starts: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the wrong
-type names the key, the value and the type expected.
+type names the key, the value and the type expected; a value out of range (`check`: a batch size of 0, an
+infinite lr, a negative seed) the key, the value and what is allowed; a key written twice the key and the file.
 
 Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-training of the tiny base), `train` (the
 fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
@@ -17,18 +18,19 @@ CLI and the notebooks can all use it.
 """
 from __future__ import annotations
 
-import copy
+import math
 import types
 import typing
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
 from .decode import Limits
 from .files import DEFAULT_PROFILE, ROOT
 from .generators import check_decoding
-from .model import DTYPES, TinyConfig, check_training_device
-from .settings import ProfileError, build
+from .model import TinyConfig, check_device, check_dtype, check_tiny, check_training_device
+from .settings import (ProfileError, at_least, build, check_seed, merge, parse_sets, positive_finite,  # noqa: F401
+                       read_yaml)  # merge, parse_sets, read_yaml: the loader's, imported from here by the commands
 from .tasks import METHODS, TASKS
 from .tasks.methods import ABLATION_STUDY, MAIN_METHODS, RETUNING
 
@@ -67,6 +69,9 @@ class Recipe:
 
 
 LOSS_MEANS = ("token", "example")  # Recipe.loss_mean
+# Recipe.lr_schedule: transformers' schedules that need neither lr_scheduler_kwargs nor an evaluation loop
+LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                "inverse_sqrt")
 SURFACES = ("one", "many")  # PretrainSection.surfaces
 
 
@@ -223,7 +228,44 @@ def _choices(where: str, values, allowed) -> None:
 
 
 def check(p: Profile) -> Profile:
-    """What types alone cannot say: names that must exist, sizes per task, positive counts, device and dtype."""
+    """What types alone cannot say, every range included, so a bad value is named before anything is built,
+    trained or written: names that must exist, sizes per task, seeds, counts, every recipe, the tiny model's
+    shape, device and dtype. (What this machine must offer: retune.runcheck.check_machine.)"""
+    _check_names(p)
+    _check_sizes(p)
+    for where, seeds in (("seeds", p.seeds), ("studies.seeds", p.studies.seeds or [])):
+        for i, seed in enumerate(seeds):
+            check_seed(seed, f"{where}[{i}]")
+    if not p.model.source.strip():
+        raise ProfileError(f"model.source: expected tiny, a model directory, a run directory or a hub id, got "
+                           f"{p.model.source!r}")
+    check_tiny(p.model.tiny)
+    if p.pretrain:
+        _choices("pretrain.surfaces", [p.pretrain.surfaces], SURFACES)
+        at_least("pretrain.examples", p.pretrain.examples, 1)
+        at_least("pretrain.max_length", p.pretrain.max_length, 1)
+        for key in ("mix", "multiline"):
+            if not 0 <= getattr(p.pretrain, key) < 1:
+                raise ProfileError(f"pretrain.{key}: must be in [0, 1), got {getattr(p.pretrain, key)}")
+    for where, recipe in recipes(p):
+        check_recipe(recipe, where)
+    for where, value in (("train.problems_per_size", p.train.problems_per_size),
+                         ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
+                         ("eval.chunk", p.eval.chunk), ("step_probe.n", p.step_probe.n),
+                         ("step_probe.every", p.step_probe.every)):
+        at_least(where, value, 1)
+    if not 0 <= p.threads <= 4096:  # more than any machine has (torch takes an int32; OpenMP would try)
+        raise ProfileError(f"threads: must be in 0..4096 (0: torch's default), got {p.threads}")
+    if any(n < 1 for n in p.studies.efficiency_n):
+        raise ProfileError(f"studies.efficiency_n: every entry must be >= 1, got {p.studies.efficiency_n}")
+    check_device(p.eval.device, "eval.device")
+    check_dtype(p.eval.dtype, "eval.dtype")
+    check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
+    return p
+
+
+def _check_names(p: Profile) -> None:
+    """Every task and method a profile names exists."""
     _choices("tasks", p.tasks, TASKS)
     _choices("methods", p.methods, METHODS)
     _choices("studies.ablations", p.studies.ablations, METHODS)
@@ -231,69 +273,79 @@ def check(p: Profile) -> Profile:
     for name in ("efficiency_tasks", "variant_tasks", "ablation_tasks"):
         _choices(f"studies.{name}", getattr(p.studies, name) or [], TASKS)
     _choices("studies.efficiency_methods", p.studies.efficiency_methods or [], METHODS)
+    _choices("step_probe.task", [p.step_probe.task], TASKS)
     if not p.seeds:
         raise ProfileError("seeds: give at least one seed, e.g. [0]")
+    per_task = p.train.distribution if isinstance(p.train.distribution, dict) else {}
+    _choices("train.distribution", list(per_task), TASKS)
+    _choices("train.distribution", list(per_task.values()) or [p.train.distribution], ("scaled", "distinct"))
+
+
+def _check_sizes(p: Profile) -> None:
+    """A training size and an evaluation range for every task run, within what each task supports."""
     for task in set(p.tasks) | set(p.studies.efficiency_tasks or []) | set(p.studies.variant_tasks or []) \
             | set(p.studies.ablation_tasks or []):
         if task not in p.train.sizes:
             raise ProfileError(f"train.sizes: no size for task {task!r} (have: {', '.join(p.train.sizes)})")
         if task not in p.eval.sizes:
             raise ProfileError(f"eval.sizes: no sizes for task {task!r} (have: {', '.join(p.eval.sizes)})")
-    for task, pair in p.eval.sizes.items():
+    ranges = [(f"eval.sizes.{task}", task, pair) for task, pair in p.eval.sizes.items()]
+    for where, task, pair in ranges + [("step_probe.sizes", p.step_probe.task, p.step_probe.sizes)]:
         if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
-            raise ProfileError(f"eval.sizes.{task}: expected [lo, hi] with 1 <= lo <= hi, got {pair!r}")
-    per_task = p.train.distribution if isinstance(p.train.distribution, dict) else {}
-    _choices("train.distribution", list(per_task), TASKS)
-    _choices("train.distribution", list(per_task.values()) or [p.train.distribution], ("scaled", "distinct"))
+            raise ProfileError(f"{where}: expected [lo, hi] with 1 <= lo <= hi, got {pair!r}")
+        _within(where, task, pair[1])
     for task, size in p.train.sizes.items():
-        if size < 1:
-            raise ProfileError(f"train.sizes.{task}: must be >= 1, got {size}")
-    overrides = []
+        at_least(f"train.sizes.{task}", size, 1)
+        _within(f"train.sizes.{task}", task, size)
+
+
+def _within(where: str, task: str, size: int) -> None:
+    if task in TASKS and size > TASKS[task].max_size:
+        raise ProfileError(f"{where}: size must be in 1..{TASKS[task].max_size} for task {task!r}, got {size}")
+
+
+def recipes(p: Profile) -> list[tuple[str, Recipe]]:
+    """Every recipe the profile trains with, under the key that sets it: `train`; each `train.by_task` entry and
+    method entry as merged over `train` (the recipe that run really gets: runs.train_config); `pretrain.train`;
+    `step_probe.train`. Building the merged entries checks their keys and types too."""
+    base = {f.name: getattr(p.train, f.name) for f in fields(Recipe)}
+    out = [("train", p.train)]
     for task, over in p.train.by_task.items():
         _choices("train.by_task", [task], TASKS)
         task_over, per_method = split_methods(over)
-        overrides += [(f"train.by_task.{task}", task_over)]
-        overrides += [(f"train.by_task.{task}.{method}", o) for method, o in per_method.items()]
-    recipes = [("train", p.train)] + ([("pretrain.train", p.pretrain.train)] if p.pretrain else [])
-    if p.pretrain:
-        _choices("pretrain.surfaces", [p.pretrain.surfaces], SURFACES)
-        if not 0 <= p.pretrain.multiline < 1:
-            raise ProfileError(f"pretrain.multiline: must be in [0, 1), got {p.pretrain.multiline}")
-    for where, over in overrides:
-        if not isinstance(over, dict):
-            raise ProfileError(f"{where}: expected a mapping of recipe keys, got {over!r}")
-        recipes.append((where, build(Recipe, over, where)))
-    for where, recipe in recipes:
-        _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
-        check_training_device(recipe.device, recipe.bf16, where)
-        if recipe.processes < 1 or recipe.batch_size % recipe.processes:
-            raise ProfileError(f"{where}.processes: must be >= 1 and divide batch_size ({recipe.batch_size}): each "
-                               f"process takes an equal share of every batch; got {recipe.processes}")
-    for where, value in (("train.problems_per_size", p.train.problems_per_size),
-                         ("eval.problems_per_size", p.eval.problems_per_size), ("eval.batch_size", p.eval.batch_size),
-                         ("eval.chunk", p.eval.chunk)):
-        if value < 1:
-            raise ProfileError(f"{where}: must be >= 1, got {value}")
-    if any(n < 1 for n in p.studies.efficiency_n):
-        raise ProfileError(f"studies.efficiency_n: every entry must be >= 1, got {p.studies.efficiency_n}")
-    check_device(p.eval.device, "eval.device")
-    check_dtype(p.eval.dtype, "eval.dtype")
-    check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
-    check_dtype(p.train.dtype, "train.dtype")
-    return p
+        out.append((f"train.by_task.{task}", build(Recipe, base | task_over, f"train.by_task.{task}")))
+        for method, own in per_method.items():
+            where = f"train.by_task.{task}.{method}"
+            if not isinstance(own, dict):
+                raise ProfileError(f"{where}: expected a mapping of recipe keys, got {own!r}")
+            out.append((where, build(Recipe, base | task_over | own, where)))
+    out += [("pretrain.train", p.pretrain.train)] if p.pretrain else []
+    return out + [("step_probe.train", p.step_probe.train)]
 
 
-def check_device(device: str, where: str = "device") -> str:
-    head, _, index = device.partition(":")
-    if head not in ("auto", "cpu", "cuda") or (index and (head != "cuda" or not index.isdigit())):
-        raise ProfileError(f"{where}: expected auto, cpu, cuda or cuda:N, got {device!r}")
-    return device
-
-
-def check_dtype(dtype: str, where: str = "dtype") -> str:
-    if dtype not in DTYPES:
-        raise ProfileError(f"{where}: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-    return dtype
+def check_recipe(recipe: Recipe, where: str = "train") -> Recipe:
+    """Every range of a recipe. Let through, a bad value failed only after a model was built and a run directory
+    written (batch_size 0, a negative warm-up, an unknown schedule), or worse, trained: an infinite lr cached a
+    run of NaN weights, epochs 0 a "finished" run of 0 steps."""
+    for key in ("batch_size", "grad_accum", "save_steps", "logging_steps", "max_length"):
+        at_least(f"{where}.{key}", getattr(recipe, key), 1)
+    if recipe.processes < 1 or recipe.batch_size % recipe.processes:
+        raise ProfileError(f"{where}.processes: must be >= 1 and divide batch_size ({recipe.batch_size}): each "
+                           f"process takes an equal share of every batch; got {recipe.processes}")
+    at_least(f"{where}.warmup_steps", recipe.warmup_steps, 0)
+    positive_finite(f"{where}.lr", recipe.lr)
+    positive_finite(f"{where}.weight_decay", recipe.weight_decay, zero=True)
+    positive_finite(f"{where}.max_grad_norm", recipe.max_grad_norm, zero=True)  # 0: no clipping
+    if recipe.max_steps <= 0 and not (math.isfinite(recipe.epochs) and recipe.epochs > 0):
+        raise ProfileError(f"{where}.epochs: must be a finite number > 0 when max_steps <= 0 (training by epochs), "
+                           f"got {recipe.epochs!r}")
+    _choices(f"{where}.lr_schedule", [recipe.lr_schedule], LR_SCHEDULES)
+    _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
+    check_dtype(recipe.dtype, f"{where}.dtype")
+    check_training_device(recipe.device, recipe.bf16, where)
+    if isinstance(recipe.bf16, str) and recipe.bf16 != "auto":
+        raise ProfileError(f"{where}.bf16: expected auto, true or false, got {recipe.bf16!r}")
+    return recipe
 
 
 # --- files --------------------------------------------------------------------------------------------------------
@@ -314,33 +366,6 @@ def profile_path(name_or_path: str | Path, directory: Path | str = PROFILES_DIR)
         return candidate
     raise ProfileError(f"unknown profile {text!r}; available profiles: {', '.join(available(directory)) or '(none)'}"
                        f" (in {directory}), or give the path of a YAML file")
-
-
-def read_yaml(path: Path | str) -> dict:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        raise ProfileError(f"profile {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ProfileError(f"profile {path} must be a YAML mapping of keys to values, got {type(doc).__name__}")
-    return doc
-
-
-def merge(base: dict, over: dict) -> dict:
-    """`over` merged into a copy of `base`: mappings merge key by key (recursively), anything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def merged(name_or_path: str | Path | dict, *more: str | Path | dict, directory: Path | str = PROFILES_DIR) -> dict:
@@ -364,29 +389,6 @@ def load_profile(name_or_path: str | Path | dict, *more: str | Path | dict,
                  directory: Path | str = PROFILES_DIR) -> Profile:
     """The checked Profile of the named profiles / YAML paths / dicts merged over the defaults, in order."""
     return check(build(Profile, merged(name_or_path, *more, directory=directory)))
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`--set KEY=YAML` pairs as one override mapping; a dotted key reaches into a section (train.max_steps=3)."""
-    import yaml
-
-    out: dict = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ProfileError(f"--set expects KEY=VALUE (a profile key, dotted into a section, and a YAML value);"
-                               f" got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or type(err).__name__
-            raise ProfileError(f"--set {key}: {text!r} is not a YAML value ({problem})") from None
-        layer = value
-        for part in reversed(key.split(".")):
-            layer = {part: layer}
-        out = merge(out, layer)
-    return out
 
 
 # --- notebooks -----------------------------------------------------------------------------------------------------

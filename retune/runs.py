@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import data, train
 from .profiles import Profile, split_methods, where
+from .runcheck import read_run
 
 
 @dataclass(frozen=True)
@@ -219,8 +220,9 @@ def run_identity(run_dir: Path) -> RunSpec:
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / "run.json").is_file():
         raise FileNotFoundError(f"--run {str(run_dir)!r} is not a run directory (no run.json)")
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run(run_dir)  # a run record, or one line naming the file
     first = run["data"][0]
     manifest = data.manifest_path(first["path"])
     params = json.loads(manifest.read_text()).get("parameters", {}) if manifest.is_file() else {}
-    return RunSpec(first["task"], first["method"], run["config"]["seed"], variant=params.get("variant", 0))
+    return RunSpec(first.get("task"), first.get("method"), run["config"].get("seed", 0),
+                   variant=params.get("variant", 0))

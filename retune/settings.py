@@ -4,14 +4,21 @@
 type hints: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the
 wrong type names the key, the value and the type expected. A dataclass may offer `sections()` (name -> nested
 dataclass), so that an unknown top-level key can point at the section that has it. retune.profiles is its user.
+
+Also the pieces every such check shares: range checks that name the key, the value and what is allowed
+(`at_least`, `positive_finite`, `check_seed`), and the YAML reader of profiles and `--set` values, which refuses a
+key given twice in one mapping (PyYAML would keep the last silently).
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import math
 import types
 import typing
 from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 from typing import Any, Union
 
 
@@ -66,13 +73,13 @@ def _convert(value, hint, where: str):
             return value
         raise _wrong(where, value, hint)
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
-            except ValueError:
-                pass
+            if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+                return float(value)
+        except (ValueError, OverflowError):  # not a number, or an integer beyond any float
+            pass
         raise _wrong(where, value, hint)
     if hint is str:
         if isinstance(value, str):
@@ -135,3 +142,114 @@ def build(cls, data, where: str = "profile"):
         raise ProfileError(f"{where}: {err}") from None
 
 
+
+
+# --- ranges ------------------------------------------------------------------------------------------------------
+def at_least(where: str, value, low) -> None:
+    """`value` >= `low` (a NaN fails too); else an error naming the key, the value and the bound."""
+    if not value >= low:
+        raise ProfileError(f"{where}: must be >= {low}, got {value!r}")
+
+
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32 (numpy's seeding, behind transformers' set_seed)
+
+
+def check_seed(seed, where: str = "seed") -> int:
+    """A seed every generator takes: numpy's (behind transformers' set_seed) needs 0 <= seed < 2**32."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ProfileError(f"{where}: expected an integer in 0..{SEED_LIMIT - 1}, got {seed!r}")
+    return seed
+
+
+def positive_finite(where: str, value, zero: bool = False) -> None:
+    """A finite number > 0 (>= 0 with `zero`). An infinite or NaN learning rate trains without a complaint, into
+    weights that are all NaN; here it is refused by name."""
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ProfileError(f"{where}: must be a finite number {'>= 0' if zero else '> 0'}, got {value!r}")
+
+
+# --- YAML --------------------------------------------------------------------------------------------------------
+@functools.cache
+def _unique_key_loader():
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error: SafeLoader keeps the last
+    one silently, so a profile with two `train:` sections would lose the first without a word."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges; later keys override it
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    break
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def load_yaml(text: str):
+    """A YAML document (safe types only; a duplicate key is a yaml.YAMLError)."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())
+
+
+def read_yaml(path) -> dict:
+    """A profile's YAML file as a mapping; an error naming the file (and the line) for anything else."""
+    import yaml
+
+    try:
+        doc = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ProfileError(f"profile {path} is not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise ProfileError(f"profile {path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ProfileError(f"profile {path} must be a YAML mapping of keys to values, got {type(doc).__name__}")
+    return doc
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`: mappings merge key by key (recursively), anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`--set KEY=YAML` pairs as one override mapping; a dotted key reaches into a section (train.max_steps=3)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ProfileError(f"--set expects KEY=VALUE (a profile key, dotted into a section, and a YAML value);"
+                               f" got {item!r}")
+        try:
+            value = load_yaml(text)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ProfileError(f"--set {key}: {text!r} is not a YAML value ({problem})") from None
+        layer = value
+        for part in reversed(key.split(".")):
+            layer = {part: layer}
+        out = merge(out, layer)
+    return out

@@ -29,10 +29,12 @@ from typing import NamedTuple
 
 from . import data
 from .files import file_sha256, locked, versions, write_json
-from .model import TinyConfig, char_tokenizer, load_pretrained, resolve_model, tiny_llama, torch_dtype, with_lora
+from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
+                    torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
-from .trainer import make_trainer, read_jsonl, tokenize
+from .runcheck import check_inputs, check_source, damaged, discard, out_of_space, read_run, record_files
+from .trainer import make_trainer, read_jsonl, tokenize, whole_run_loss
 
 
 @dataclass
@@ -71,7 +73,7 @@ def base_identity(source: str, model_config: dict | None = None, dtype: str = "f
     if model_config:
         raise ValueError("model_config only applies to --model tiny")
     if is_run_dir(source):
-        return "run", {"run": json.loads((Path(source).expanduser() / "run.json").read_text())["key"]}
+        return "run", {"run": read_run(source)["key"]}
     local = Path(source).expanduser()
     if local.is_dir():  # a local model: identified by its files' content, wherever it lies
         return "pretrained", {"pretrained_files": model_files_fingerprint(local), "dtype": dtype}
@@ -130,15 +132,16 @@ def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype:
     `dtype` ('float16', 'bfloat16', ...) a LoRA run's base is loaded once, in that dtype (no float32 copy of a 7B
     base in host memory), and put on that device, where the adapter (its own weights in float32) is folded in; a
     full model is moved and cast. Without them the model stays on the CPU in the dtype it was saved in."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / "measurements.json").is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a finished run (no measurements.json)")
-    run = json.loads((run_dir / "run.json").read_text())
-    tok = AutoTokenizer.from_pretrained(run_dir / "tokenizer")
+    problem = damaged(run_dir)  # never a model whose files are not the ones it finished with
+    if problem:
+        raise ValueError(f"run {str(run_dir)!r} is damaged: {problem}; delete the directory and train it again")
+    run = read_run(run_dir)
+    tok = load_tokenizer(run_dir / "tokenizer", run_dir)
     if (run_dir / "model").is_dir():
-        model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+        model = load_weights(run_dir / "model", name=run_dir)
     else:
         from peft import PeftModel
 
@@ -188,9 +191,7 @@ def _data_identity(path: Path) -> dict:
         params = m.get("parameters", {})
         return {"sha256": m["sha256"], "task": params.get("task", m.get("task")),
                 "method": params.get("method", m.get("method"))}
-    with path.open(encoding="utf-8") as f:
-        line = f.readline()
-    first = json.loads(line) if line.strip() else {}
+    first = next(data.records(path), {})  # checked: a bad first line is named by file and line
     return {"sha256": file_sha256(path), "task": first.get("task"), "method": first.get("method")}
 
 
@@ -255,8 +256,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"dataset {str(p)!r} does not exist (--data expects a JSONL file)")
-    if model_source != "tiny" and not is_run_dir(model_source):
-        resolve_model(model_source)  # fails at once for a typo or an empty directory; no network unless allowed
+    check_inputs(config, model_source, model_config)  # every value named before a model or a directory exists
+    check_source(model_source)  # fails at once for a typo, a file or an empty directory; no network unless allowed
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
@@ -266,7 +267,10 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
     launched = os.environ.get(LAUNCHED) == str(run_dir)  # a rank of this run: its launcher holds the lock
     with contextlib.nullcontext() if launched else locked(run_dir):  # a second asker waits, then finds it finished
         if (run_dir / "measurements.json").is_file():
-            return run_dir  # cached: nothing loaded, nothing trained
+            problem = damaged(run_dir)  # its weights hashed against the digest it finished with
+            if problem is None:
+                return run_dir  # cached: nothing loaded, nothing trained
+            discard(run_dir, problem)
         if config.processes > 1 and not launched:
             return launch(model_source, paths, config, runs_dir, model_config, run_dir, callbacks)
         rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -297,15 +301,18 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         train_start = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with out_of_space(run_dir):  # a full disk: one line, and the next try resumes
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_seconds = time.perf_counter() - train_start
         counter.add_other_processes(trainer)
         if not rank0:
             return run_dir
 
-        save_model(trainer.model, tok, run_dir, bool(lora))
+        with out_of_space(run_dir):
+            save_model(trainer.model, tok, run_dir, bool(lora))
         m = measurements(examples, dropped, counter, config, train_seconds, time.perf_counter() - start,
                          trainer, result, resume)
+        m["files"] = record_files(run_dir)  # checked whenever the run is loaded or found in the cache
         write_json(run_dir / "measurements.json", m)  # last: marks the run finished
         shutil.rmtree(checkpoints, ignore_errors=True)
         return run_dir
@@ -367,7 +374,8 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "examples_per_s": round(counter.examples / train_seconds, 2),
         "tokens_per_s": round(counter.real_tokens / train_seconds, 1),
         "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "train_loss": whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0)
+        or result.training_loss,  # the whole run's, also when it resumed (the Trainer's covers this process)
         "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(wall_seconds, 2),

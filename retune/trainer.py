@@ -7,10 +7,11 @@ The run cache around it (what a run is, where it lives, when it is finished) is 
 """
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data import read
 from .model import encode_example
 from .profiles import LOSS_MEANS
 
@@ -19,11 +20,15 @@ if TYPE_CHECKING:
 
 
 def read_jsonl(path) -> list[dict]:
+    """A training set's records, each checked by retune.data.read (a JSON object with string input and output; a
+    bad line is named by its file and line number), and at least one of them."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset {str(path)!r} does not exist (--data expects a JSONL file from `retune data`)")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = read(path)
+    if not records:
+        raise ValueError(f"dataset {str(path)!r} holds no records (an empty file?)")
+    return records
 
 
 def tokenize(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -211,8 +216,9 @@ def example_mean_loss(outputs, labels, num_items_in_batch=None):
 def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Path, callbacks=()):
     """(trainer, token counter): a transformers Trainer over `examples` with our collator and a length-grouped,
     seed-determined sampler."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback, ProgressCallback, Trainer
 
+    LogAtSaves, StderrProgress = _callbacks()
     sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
 
     counter = TokenCounter()
@@ -233,10 +239,52 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     args = training_arguments(config, output_dir, on_cuda(config.device))
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=completion_collator(tokenizer), callbacks=list(callbacks),
+                            data_collator=completion_collator(tokenizer), callbacks=[LogAtSaves(), *callbacks],
                             compute_loss_func=example_mean_loss if per_example else None)
     if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
         trainer.remove_callback(PrinterCallback)
+    else:  # the metrics logged beside the bar go to stderr, as the bar does: stdout carries only a command's result
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StderrProgress())
     return trainer, counter
+
+
+def whole_run_loss(log_history: list[dict], resumed_at: int = 0) -> float | None:
+    """The mean loss per optimizer step over the whole run, from the logged losses (each the mean since the log
+    before it). The Trainer's own train_loss covers only the steps run in its process: a resumed run reported the
+    mean after its checkpoint, one resumed from its last checkpoint 0.0. LogAtSaves logs at every checkpoint, so
+    the history a checkpoint restores covers every step before it (an older checkpoint may leave a gap: skipped)."""
+    total = steps = last = 0
+    for entry in sorted((h for h in log_history if "loss" in h), key=lambda h: h["step"]):
+        start = resumed_at if last < resumed_at < entry["step"] else last  # this process logs from its checkpoint
+        total += entry["loss"] * (entry["step"] - start)
+        steps += entry["step"] - start
+        last = entry["step"]
+    return total / steps if steps else None
+
+
+def _callbacks():
+    from transformers import ProgressCallback, TrainerCallback
+
+    class LogAtSaves(TrainerCallback):
+        """A loss log at every checkpoint (the Trainer logs every logging_steps only), so that a checkpoint's log
+        history accounts for every step before it and a resumed run can report the loss of the whole run."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                control.should_log = True
+            return control
+
+    class StderrProgress(ProgressCallback):
+        """transformers' progress bar, except that the metrics it writes beside the bar (each logged loss, and the
+        closing {'train_runtime': ...}) go to stderr with the bar, not to stdout: `RUN=$(retune train ...)`."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None:
+                shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in (logs or {}).items()
+                         if k != "total_flos"}
+                self.training_bar.write(str(shown), file=sys.stderr)
+
+    return LogAtSaves, StderrProgress
 
 

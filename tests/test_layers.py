@@ -15,7 +15,7 @@ LAYERS = [
     ("tasks",),  # tasks and methods: the protocol's formats (tasks import nothing else of retune)
     ("data", "model"),  # datasets; tiny and pretrained models
     ("generators", "decode", "profiles"),  # who writes a context, the recursive decoder; the typed settings
-    ("trainer", "train", "evaluate", "memory"),  # one run trained (the run cache); scoring traces
+    ("trainer", "train", "runcheck", "evaluate", "memory"),  # one run trained (the run cache, checked); scoring
     ("pretrain", "runs"),  # a profile's runs: one identity, built and found
     ("pipeline", "traces"),  # the evaluation pipeline; the shipped trace file and cached lookups
     ("report", "inspect", "probe"),  # tables, figures, the trace inspector, the step probe

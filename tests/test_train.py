@@ -142,7 +142,8 @@ def test_a_run_without_progress_prints_nothing_per_step_and_keeps_its_losses(tmp
     """Side-by-side workers share one log: one line per finished piece, not the Trainer's loss dicts."""
     run = T.train("tiny", [write_addition(tmp_path / "d.jsonl", n=40)], quick(), tmp_path / "runs", TINY)
     assert "'loss'" not in capsys.readouterr().out
-    assert [step for step, _ in json.loads((run / "measurements.json").read_text())["losses"]] == [2, 4, 6]
+    # every logging_steps (2), and at every checkpoint (3), so a resumed run can account for its whole loss
+    assert [step for step, _ in json.loads((run / "measurements.json").read_text())["losses"]] == [2, 3, 4, 6]
 
 
 def test_too_long_examples_are_dropped_and_counted(tmp_path):
@@ -205,8 +206,9 @@ def test_an_example_mean_run_trains_and_a_bad_loss_mean_is_named(tmp_path):
     run = T.train("tiny", [data], quick(loss_mean="example"), tmp_path / "runs", TINY)
     assert json.loads((run / "run.json").read_text())["config"]["loss_mean"] == "example"
     assert all(loss == loss for _, loss in json.loads((run / "measurements.json").read_text())["losses"])
-    with pytest.raises(ValueError, match="loss_mean must be one of token, example; got 'mean'"):
+    with pytest.raises(ValueError, match="train.loss_mean: unknown 'mean'; allowed: token, example"):
         T.train("tiny", [data], quick(loss_mean="mean"), tmp_path / "runs", TINY)
+    assert list((tmp_path / "runs").iterdir()) == [run]  # refused before a run directory was made
 
 
 def test_only_a_manifest_naming_the_files_sha_is_trusted(tmp_path):

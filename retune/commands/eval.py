@@ -19,6 +19,7 @@ from ..pipeline import (eval_problems, evaluate_run, evaluation_cache, generator
                         placement_path, trained_contexts)
 from ..profiles import Profile, load_profile, merge, parse_sets
 from ..runs import run_identity, spec_for, trained, use_threads
+from ..settings import check_seed
 from ..tasks import METHODS, TASKS, get_task
 
 # Upper bounds of one `retune eval` (also in its --help): every trace is held in memory until it is summarised.
@@ -79,6 +80,8 @@ def check_request(backend: str, run_dir, model, task, method, seed, variant) -> 
         raise ValueError(f"--task must be one of {', '.join(TASKS)} and --method one of {', '.join(METHODS)}; "
                          f"got {task!r}, {method!r}")
     get_task(task, variant or 0)  # a variant the task does not have: ValueError naming the range
+    if seed is not None:
+        check_seed(seed, "--seed")
     if model is not None:
         from ..model import resolve_model
 

@@ -7,6 +7,8 @@ from ..executors import PieceFailed
 from ..files import DEFAULT_PROFILE
 from ..profiles import available, load_profile, merge, parse_sets, where
 from ..reproduce import EXECUTED_DIR, NotebookFailed, reproduce
+from ..model import looks_like_path
+from ..runcheck import check_source
 
 
 def add_cli(subparsers) -> None:
@@ -42,8 +44,11 @@ def run_cli(args) -> list[dict]:
 
 
 def model_path(model: str) -> str:
-    """--model as the notebooks need it: a local path made absolute (they run in notebooks/), a hub id as given."""
+    """--model as the notebooks need it: a local path made absolute (they run in notebooks/), a hub id as given;
+    a file or a path that is not there refused here, as `retune train` refuses it, not inside a kernel."""
     if not model.strip():
         raise ValueError("--model must name a local model directory or a hub id; got ''")
+    if Path(model).expanduser().is_file() or (looks_like_path(model) and not Path(model).expanduser().exists()):
+        check_source(model)  # a file, or a path that is not there
     local = Path(model).expanduser()
     return str(local.resolve()) if local.exists() else model

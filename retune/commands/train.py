@@ -7,6 +7,9 @@ from pathlib import Path
 from .. import train
 from ..files import DEFAULT_PROFILE
 from ..profiles import load_profile, merge, parse_sets, where
+from ..runcheck import check_machine, check_source
+from ..settings import check_seed
+from ..trainer import read_jsonl
 from ..runs import base_model, spec_for, train_config, trained, use_threads
 from ..tasks import METHODS, TASKS
 
@@ -35,10 +38,17 @@ def run_cli(args) -> Path:
         raise ValueError("give --task and --method (the profile's run), or --data FILE.jsonl (not both)")
     if not args.data and not (args.task and args.method):
         raise ValueError("--task and --method go together")
+    if args.model is not None:  # at once: a profile with `pretrain` would build its base before the model is read
+        check_source(args.model)
     model = {"model": {"source": args.model}} if args.model is not None else {}
     profile = load_profile(args.profile, merge(parse_sets(args.set), model))
+    check_machine(profile, evaluation=False)  # bf16 true without CUDA: refused before anything is built
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     if args.data:
         seed = profile.seeds[0] if args.seed is None else args.seed
+        for path in args.data:  # every record checked before a base is built (or pre-trained, for minutes)
+            read_jsonl(path)
         source = base_model(profile, seed)
         tiny = asdict(profile.model.tiny) if source == "tiny" else None
         config = replace(train_config(profile, seed), threads=profile.threads)
