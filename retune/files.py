@@ -10,7 +10,8 @@ later run could mistake for a finished result.
   the second waits, then finds it cached).
 - The helpers every layer shares, written once: `ROOT` (the repository), `DEFAULT_PROFILE`, `versions()` (what
   produced a result), `file_sha256`, `write_json` (atomic).
-- Digests written last (`files_digest` / `changed`): damage after a result was finished is found, never trusted.
+- Digests written last (`files_digest` / `changed` for a folder of results, `seal` / `sealed` for one cache file):
+  damage after a result was finished means a recompute or a clear error, never a silently wrong number.
 
 The lowest layer: imports nothing from retune.
 """
@@ -215,4 +216,30 @@ def changed(root, digests: dict) -> str | None:
             return f"{name} is missing"
         if file_sha256(f) != sha:
             return f"{name} is not the file recorded when it was finished (cut short or changed)"
+    return None
+
+
+def seal_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".seal.json")
+
+
+def seal(path, **facts) -> Path:
+    """Write `path`'s seal beside it, after it is complete: its size and sha256, and `facts` (e.g. a count of
+    records). A reader (`sealed`) then trusts the file only while it holds those bytes: a cache cut short,
+    emptied or changed later reads as absent (recomputed), never as a smaller result."""
+    path = Path(path)
+    return write_json(seal_path(path), {"bytes": path.stat().st_size, "sha256": file_sha256(path), **facts})
+
+
+def sealed(path) -> dict | None:
+    """The seal of `path` when it vouches for the bytes there (same size and sha256), else None: no file, no seal,
+    an unreadable seal, or a file changed since it was sealed."""
+    path = Path(path)
+    try:
+        facts = json.loads(seal_path(path).read_text())
+        if facts.get("bytes") == path.stat().st_size and facts.get("sha256") == file_sha256(path):
+            return facts
+    except (OSError, ValueError, AttributeError):
+        pass
     return None

@@ -7,6 +7,7 @@ retune.runs) and evaluated (cached, here), one row per problem.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import data, train
 from .decode import Limits, decode, load_traces, save_traces
 from .generators import HFGenerator
-from .files import locked
+from .files import locked, seal, sealed
 from .model import DTYPES
 from .profiles import Profile
 from .runcheck import read_run
@@ -79,12 +80,36 @@ def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: 
     sizes = tuple(sizes or profile.eval.sizes[task])
     n = n or profile.eval.problems_per_size
     cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
-    if cache.exists():
-        return load_traces(cache)
+    traces = read_evaluation(cache)
+    if traces is not None:
+        return traces
     with locked(cache):  # a second process asking for this evaluation waits, then reads it
-        if cache.exists():
-            return load_traces(cache)
+        traces = read_evaluation(cache)
+        if traces is not None:
+            return traces
         return _evaluate(profile, run_dir, task, method, seed, variant, sizes, n, cache, progress)
+
+
+def read_evaluation(cache: Path) -> list | None:
+    """The traces of a finished evaluation, or None when there are none to trust: no cache, or one that is not
+    byte for byte what was sealed when it was written (cut short, emptied, changed, or written before caches were
+    sealed), which is then decoded again, never read as a smaller evaluation. Chunk folders that a killed
+    clean-up left beside a finished evaluation are removed."""
+    if sealed(cache) is None:
+        return None
+    for leftover in cache.parent.glob(f"{glob.escape(cache.name)}.parts*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return load_traces(cache)
+
+
+def read_chunk(part: Path, expected: int) -> list | None:
+    """A saved chunk of an evaluation when it holds all `expected` traces, else None (decoded again): a chunk cut
+    short before a resume would otherwise leave its problems out of the evaluation for good."""
+    try:
+        traces = load_traces(part)
+    except (ValueError, KeyError, TypeError):  # a line cut short or not a trace
+        return None
+    return traces if len(traces) == expected else None
 
 
 def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int, variant: int, sizes, n: int,
@@ -97,8 +122,9 @@ def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int
     generator, traces = None, []
     for start in range(0, len(problems), chunk):
         part = parts / f"{start:07d}.jsonl"
-        if part.exists():
-            traces += load_traces(part)
+        done = read_chunk(part, len(problems[start:start + chunk])) if part.exists() else None
+        if done is not None:
+            traces += done
             continue
         if generator is None:
             generator = hf_generator(profile, run_dir)
@@ -114,6 +140,7 @@ def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int
     tmp = cache.with_name(cache.name + ".tmp")
     save_traces(tmp, traces)
     tmp.replace(cache)
+    seal(cache, traces=len(traces))  # last: what read_evaluation trusts
     shutil.rmtree(parts)
     return traces
 

@@ -11,9 +11,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .decode import load_traces
-from .files import ROOT, versions
-from .pipeline import eval_key, evaluated, evaluation_cache, rows
+from .files import ROOT, OneLineError, atomic_write_text, file_sha256, versions
+from .pipeline import eval_key, evaluated, evaluation_cache, read_evaluation, rows
 from .profiles import Profile, where
 from .runs import RunSpec, finished_run
 
@@ -60,8 +59,9 @@ def write_traces(profile: Profile, groups: list[tuple[RunSpec, dict, list]], pat
     tmp.replace(path)
     meta = {"profile": profile.profile, "seeds": profile.seeds, "eval_sizes": profile.eval.sizes,
             "eval_problems_per_size": profile.eval.problems_per_size, "limits": asdict(profile.limits),
-            "runs": counts, "written_by": "retune.traces.write_traces", "versions": versions()}
-    traces_meta_path(path).write_text(json.dumps(meta, indent=1) + "\n")
+            "runs": counts, "traces": sum(c["problems"] for c in counts), "sha256": file_sha256(path),
+            "written_by": "retune.traces.write_traces", "versions": versions()}
+    atomic_write_text(traces_meta_path(path), json.dumps(meta, indent=1) + "\n")  # last: it vouches for the file
     return path
 
 
@@ -70,26 +70,58 @@ def traces_meta_path(path: Path | str) -> Path:
     return path.with_name(path.name.split(".")[0] + ".meta.json")
 
 
+class DamagedTraces(OneLineError):
+    """The shipped traces file does not match its meta file (cut short, bytes changed, lines lost): a viewer
+    says so in one line instead of a traceback, or of showing part of the traces as if they were all."""
+
+
 def shipped_traces(profile: Profile, path: Path | str | None = None) -> dict[str, tuple[dict, list]]:
     """The traces file of the profile's results ({run id: (labels, traces)}); empty when there is none or it
-    was written under another profile."""
-    import gzip
-
-    from .decode import Trace
-
+    was written under another profile. Checked against its meta file, which is written after it: its sha256
+    (when the meta names one) and its count of traces; a mismatch is a DamagedTraces naming the file."""
     path = Path(path) if path else where(profile, "results") / TRACES_FILE
     meta_path = traces_meta_path(path)
     if not (path.is_file() and meta_path.is_file()):
         return {}
-    if json.loads(meta_path.read_text()).get("profile") != profile.profile:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        ours = meta.get("profile") == profile.profile
+    except (ValueError, AttributeError):
+        raise DamagedTraces(f"{meta_path} is not a readable meta file; `make reproduce PROFILE={profile.profile}` "
+                            f"writes it again") from None
+    if not ours:
         return {}
-    out: dict[str, tuple[dict, list]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for text in f:
-            if text.strip():
-                line = json.loads(text)
-                out.setdefault(line["run"], (line["labels"], []))[1].append(Trace.from_dict(line["trace"]))
+    if meta.get("sha256") not in (None, file_sha256(path)):
+        raise _damaged(path, profile, "its bytes are not those its meta file lists (sha256)")
+    out = _read_shipped(path, profile)
+    count, listed = sum(len(t) for _, t in out.values()), sum(r.get("problems", 0) for r in meta.get("runs", []))
+    if count != listed:
+        raise _damaged(path, profile, f"it holds {count} traces where {meta_path.name} lists {listed}")
     return out
+
+
+def _read_shipped(path: Path, profile: Profile) -> dict[str, tuple[dict, list]]:
+    import gzip
+    import zlib
+
+    from .decode import Trace
+
+    out: dict[str, tuple[dict, list]] = {}
+    number = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for number, text in enumerate(f, 1):
+                if text.strip():
+                    line = json.loads(text)
+                    out.setdefault(line["run"], (line["labels"], []))[1].append(Trace.from_dict(line["trace"]))
+    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise _damaged(path, profile, f"{type(err).__name__} after line {number}") from None
+    return out
+
+
+def _damaged(path: Path, profile: Profile, why: str) -> DamagedTraces:
+    return DamagedTraces(f"{path} is damaged ({why}); `make reproduce PROFILE={profile.profile}` writes it again "
+                         "(a committed one: restore it from git)")
 
 
 def cached_evaluation(profile: Profile, run) -> tuple[dict, list] | None:
@@ -98,8 +130,8 @@ def cached_evaluation(profile: Profile, run) -> tuple[dict, list] | None:
     run_dir = finished_run(profile, spec)
     if run_dir is None:
         return None
-    cache = evaluation_cache(profile, run_dir, spec.task, spec.method, spec.seed, spec.variant)
-    return (spec.labels(profile, run_dir.name), load_traces(cache)) if cache.is_file() else None
+    traces = read_evaluation(evaluation_cache(profile, run_dir, spec.task, spec.method, spec.seed, spec.variant))
+    return (spec.labels(profile, run_dir.name), traces) if traces is not None else None
 
 
 def cached(profile: Profile, runs: list, say=print) -> list[tuple[dict, list]]:

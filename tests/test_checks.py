@@ -1,10 +1,12 @@
-"""Nothing trusted that was not checked (issue 25): settings, training data, model directories, cached weights.
+"""Nothing trusted that was not checked (issue 25): settings, training data, model directories, cached weights,
+evaluation caches and the shipped trace file.
 
 Every bad value is refused with the profile, before anything is built or written: one line naming the key, the value
 and what is allowed, exit 2, no run directory. Damage to anything cached is found by a digest or count written
 last: a cache is recomputed, a run trained again, a committed file refused in one line; never a silently wrong
 number. Each test says what happened before (the issue's numbered causes).
 """
+import gzip
 import json
 import math
 import os
@@ -15,13 +17,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retune import cli, runs
+from retune import cli, pipeline, runs, traces
 from retune import train as T
 from retune.commands import reproduce as reproduce_cmd
 from retune.commands import train as train_cmd
+from retune.decode import decode, load_traces
+from retune.files import seal_path
+from retune.generators import OracleGenerator
 from retune.model import char_tokenizer, load_pretrained, tiny_llama, TinyConfig
 from retune.notebook import ParameterError, setup
 from retune.profiles import LR_SCHEDULES, Profile, ProfileError, load_profile, merged, parse_sets
+from retune.tasks import get_task
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 DIRS = ("data", "runs", "results", "figures")
@@ -342,6 +348,113 @@ def test_a_damaged_cache_hit_is_trained_again(tmp_path, capsys):
     assert json.loads((run / "measurements.json").read_text())["files"] == digest  # the same weights again
     assert not (run / "evals").exists()
     T.load_trained(run)
+
+
+# --- 6. evaluation caches: sealed last, recomputed when damaged ------------------------------------------------
+def evaluate(profile, run):
+    return pipeline.evaluate_run(profile, run, "parity", "retuning", 0, sizes=(2, 3), n=3, progress=False)
+
+
+def cache_of(profile, run) -> Path:
+    return pipeline.evaluation_cache(profile, run, "parity", "retuning", 0, sizes=(2, 3), n=3)
+
+
+def keep_lines(path: Path, keep) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(keep(lines)))
+
+
+CACHE_DAMAGE = {  # before: fewer traces reported as the evaluation (n = 40/20 instead of 40/60), KeyError 'size'
+    #               for an emptied cache, a JSON error naming no file for a cut line
+    "cut to 60%": lambda c: keep_lines(c, lambda lines: lines[: len(lines) * 6 // 10]),
+    "emptied": lambda c: c.write_text(""),
+    "cut mid-line": lambda c: c.write_text(c.read_text()[:-40]),
+    "unsealed": lambda c: seal_path(c).unlink(),  # written before caches were sealed, or killed before its seal
+}
+
+
+@pytest.mark.parametrize("case", list(CACHE_DAMAGE))
+def test_a_damaged_evaluation_cache_is_decoded_again(case, finished, tmp_path):
+    profile, run = finished
+    run = copy_run(run, tmp_path)
+    whole = evaluate(profile, run)
+    assert len(whole) >= 3 and json.loads(seal_path(cache_of(profile, run)).read_text())["traces"] == len(whole)
+    CACHE_DAMAGE[case](cache_of(profile, run))
+    again = evaluate(profile, run)
+    assert [t.to_dict() for t in again] == [t.to_dict() for t in whole]
+    assert len(load_traces(cache_of(profile, run))) == len(whole)  # repaired on disk too
+
+
+def test_a_chunk_cut_before_a_resume_is_decoded_again(finished, tmp_path):
+    """Before: a chunk cut short before the resume left its problems out for good (97 of 100)."""
+    profile, run = finished
+    profile = load_profile(profile.to_dict(), {"eval": {"chunk": 2}})
+    run = copy_run(run, tmp_path)
+    whole = evaluate(profile, run)
+    cache = cache_of(profile, run)
+    parts = cache.with_name(cache.name + ".parts2")
+    parts.mkdir()
+    (parts / "0000000.jsonl").write_text(cache.read_text().splitlines(keepends=True)[0])  # 1 of its 2 traces
+    cache.unlink()  # killed before the whole cache was written
+    assert [t.to_dict() for t in evaluate(profile, run)] == [t.to_dict() for t in whole]
+
+
+def test_chunks_left_by_a_killed_clean_up_are_removed(finished, tmp_path):
+    """Before: a kill between sealing the cache and removing its chunks left evals/*.parts*/ forever."""
+    profile, run = finished
+    run = copy_run(run, tmp_path)
+    evaluate(profile, run)
+    leftover = cache_of(profile, run).with_name(cache_of(profile, run).name + ".parts256")
+    leftover.mkdir()
+    (leftover / "0000000.jsonl").write_text("")
+    evaluate(profile, run)
+    assert not leftover.exists()
+
+
+# --- 7. the shipped traces file, checked against its meta file -------------------------------------------------
+@pytest.fixture
+def shipped(tmp_path):
+    """(profile, traces file, specs): a results folder with the oracle's traces of two runs."""
+    profile = smoke(tmp_path)
+    task = get_task("parity")
+    groups, specs = [], []
+    for seed in (0, 1):
+        spec = runs.RunSpec("parity", "retuning", seed)
+        problems = pipeline.eval_problems("parity", (2, 4), 4, seed)
+        decoded = decode(task, problems, "retuning", OracleGenerator.for_problems(task, problems, "retuning"))
+        groups.append((spec, spec.labels(profile, f"run{seed}"), decoded))
+        specs.append(spec)
+    return profile, traces.write_traces(profile, groups), specs
+
+
+def regzip(path: Path, keep) -> None:
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+    path.write_bytes(gzip.compress("".join(keep(lines)).encode(), mtime=0))
+
+
+SHIPPED_DAMAGE = {  # before: an EOFError or JSONDecodeError traceback in the viewers; half the lines loaded silently
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "sha256"),
+    "bytes flipped": (lambda p: p.write_bytes(p.read_bytes()[:60] + b"\0" * 40 + p.read_bytes()[100:]), "sha256"),
+    "half its lines": (lambda p: regzip(p, lambda lines: lines[: len(lines) // 2]), "sha256"),
+}
+
+
+@pytest.mark.parametrize("case", list(SHIPPED_DAMAGE))
+@pytest.mark.parametrize("meta", ["with sha256", "an older meta, counts only"])
+def test_a_damaged_traces_file_is_one_line_in_the_viewers(case, meta, shipped):
+    profile, path, specs = shipped
+    assert sum(len(t) for _, t in traces.shipped_traces(profile).values()) == 24
+    meta_path = traces.traces_meta_path(path)
+    if meta != "with sha256":
+        doc = json.loads(meta_path.read_text())
+        meta_path.write_text(json.dumps({k: v for k, v in doc.items() if k not in ("sha256", "traces")}))
+    damage, reason = SHIPPED_DAMAGE[case]
+    damage(path)
+    expected = reason if meta == "with sha256" else ("holds 12 traces where" if case == "half its lines" else
+                                                      "is damaged")
+    with pytest.raises(traces.DamagedTraces, match=expected) as err:
+        traces.cached_traces(profile, specs, say=lambda *_: None)  # what the inspector, the tour and 09 call
+    assert "\n" not in str(err.value) and len(err.value._render_traceback_()) == 1
 
 
 # --- 8. a full disk while training ------------------------------------------------------------------------------
