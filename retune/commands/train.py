@@ -46,6 +46,9 @@ def run_cli(args) -> Path:
     if args.seed is not None:
         check_seed(args.seed, "--seed")
     if args.data:
+        for path in args.data:  # before the base: a profile that pre-trains would build it first
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"dataset {path!r} does not exist (--data expects a JSONL file)")
         seed = profile.seeds[0] if args.seed is None else args.seed
         for path in args.data:  # every record checked before a base is built (or pre-trained, for minutes)
             read_jsonl(path)
