@@ -170,8 +170,9 @@ def memorised_run(tmp_path, records=()) -> Path:
     T.save_model(model, tok, run, lora=False)
     dataset = tmp_path / "data" / "none.jsonl"
     data.write(list(records), dataset, {"task": "parity", "method": "retuning", "seed": 0, "variant": 0})
-    (run / "run.json").write_text(json.dumps({"data": [{"task": "parity", "method": "retuning",
-                                                        "path": str(dataset)}], "config": {"seed": 0}}))
+    (run / "run.json").write_text(json.dumps({"key": "memorised", "model": "tiny", "config": {"seed": 0},
+                                              "data": [{"task": "parity", "method": "retuning",
+                                                        "path": str(dataset)}]}))
     (run / "measurements.json").write_text("{}")
     return run
 
