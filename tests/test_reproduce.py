@@ -184,11 +184,14 @@ def test_cli_runs_resumes_and_reports_a_failure(tmp_path, monkeypatch, capsys):
                    parameters="profile = 'smoke'\nsettings = None")
     profile = tmp_path / "mine.yaml"
     profile.write_text("seeds: [4]\n")
-    assert main(["reproduce", "--profile", str(profile), "--model", "/models/llama"]) == 0
+    llama = tmp_path / "models" / "llama"  # a path that is not there is refused before any kernel starts
+    llama.mkdir(parents=True)
+    (llama / "config.json").write_text("{}")
+    assert main(["reproduce", "--profile", str(profile), "--model", str(llama)]) == 0
     printed = capsys.readouterr().out
     assert "[1/1] 00_model.ipynb: done" in printed and "tables:" in printed and "figures:" in printed
-    assert "MODEL /models/llama mine" in outputs(out / "mine" / "00_model.ipynb")
-    main(["reproduce", "--profile", str(profile), "--model", "/models/llama"])
+    assert f"MODEL {llama} mine" in outputs(out / "mine" / "00_model.ipynb")
+    main(["reproduce", "--profile", str(profile), "--model", str(llama)])
     assert "skipped" in capsys.readouterr().out
     write_notebook(nbs / "01_bad.ipynb", "1 / 0")
     with pytest.raises(SystemExit, match=r"01_bad.ipynb failed in cell \[3\] \(ZeroDivisionError"):

@@ -91,6 +91,7 @@ def test_a_run_is_found_by_its_key_without_training_and_another_base_is_another_
     from dataclasses import replace as with_
 
     from retune.decode import save_traces
+    from retune.files import seal
 
     profile = load_profile("smoke", {"paths": {k: str(tmp_path / f"{k}_dir") for k in ("data", "runs", "results")}})
     spec = runs.spec_for(profile, "parity", "retuning", 0)
@@ -106,6 +107,8 @@ def test_a_run_is_found_by_its_key_without_training_and_another_base_is_another_
     planted_traces = planted("parity", "retuning", [[0, 1], [1, 1, 0]])
     key = pipeline.eval_key(profile, "parity", "retuning", 0)
     (run_dir / "evals").mkdir()
-    save_traces(run_dir / "evals" / f"parity-retuning-v0-{key}.jsonl", planted_traces)
+    cache = run_dir / "evals" / f"parity-retuning-v0-{key}.jsonl"
+    save_traces(cache, planted_traces)
+    seal(cache, traces=len(planted_traces))  # as the pipeline does last: an unsealed cache reads as absent
     labels, found = traces.cached_evaluation(profile, spec)
     assert labels["run"] == run_dir.name and [t.to_dict() for t in found] == [t.to_dict() for t in planted_traces]
