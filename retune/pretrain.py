@@ -112,6 +112,13 @@ def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
             "kind": kind, "size": length}
 
 
+def record(operation: str, kind: str, length: int, rng: random.Random, surfaces: str = "one") -> dict:
+    """One generic record as a base with these `surfaces` is trained on; operation "recall" is a multi-line one."""
+    if operation == "recall":
+        return recall(kind, length, rng)
+    return many_surfaces(operation, kind, length, rng) if surfaces == "many" else example(operation, kind, length, rng)
+
+
 def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0) -> list[dict]:
     """`examples` records, operations and sequence kinds equally likely, lengths uniform in 2..max_length (half
     that for integer lists, whose items are several characters: DP out of distribution needs 10). `surfaces`
@@ -131,11 +138,8 @@ def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str =
         longest = max(2, max_length // 2) if kind == "ints" else max_length  # an int item is 3-4 characters
         length = rng.randint(2, longest)
         if multiline and rng.random() < multiline:
-            out.append(recall(kind, length, rng))
-        elif surfaces == "many":
-            out.append(many_surfaces(operation, kind, length, rng))
-        else:
-            out.append(example(operation, kind, length, rng))
+            operation = "recall"
+        out.append(record(operation, kind, length, rng, surfaces))
     return out
 
 

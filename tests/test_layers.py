@@ -18,7 +18,7 @@ LAYERS = [
     ("trainer", "train", "runcheck", "evaluate", "memory"),  # one run trained (the run cache, checked); scoring
     ("pretrain", "runs"),  # a profile's runs: one identity, built and found
     ("pipeline", "traces"),  # the evaluation pipeline; the shipped trace file and cached lookups
-    ("report", "inspect", "probe"),  # tables, figures, the trace inspector, the step probe
+    ("report", "inspect", "probe", "skills"),  # tables, figures, the trace inspector, the step probe, the base
     ("plan", "executors", "reproduce", "notebook"),  # the pieces of work, who does them, the notebooks' runner
     ("commands", "cli"),  # the command lines, thin faces
 ]
