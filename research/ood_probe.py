@@ -30,6 +30,18 @@ def overrides(args) -> dict:
             "train": {"by_task": {args.task: task_over}}}
 
 
+def decoded_accuracy(profile, run, task, method, sizes, n, seed) -> dict:
+    """End-to-end accuracy per size of free recursive decoding on validation problems (the reported metric's
+    stand-in: the reported problems are never looked at)."""
+    exclude = pipeline.trained_contexts(run)
+    out = {}
+    for size in sizes:
+        problems = pipeline.eval_problems(task, (size, size), n, seed, 0, exclude, stream="valid")
+        traces = pipeline.decode_with(profile, run, task, method, problems)
+        out[size] = round(sum(t.correct for t in traces) / len(traces), 2)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="addition")
@@ -45,6 +57,8 @@ def main():
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decode-n", type=int, default=0,
+                    help="validation problems per size also decoded end to end (0: the step probe only)")
     args = ap.parse_args()
 
     import torch
@@ -60,6 +74,8 @@ def main():
                          method=args.method, stream="valid")
     table = {kind: {r["size"]: round(r["accuracy"], 2) for r in rows if r["kind"] == kind}
              for kind in ("call", "combine", "base")}
+    if args.decode_n:
+        table["decoded"] = decoded_accuracy(profile, run, args.task, args.method, sizes, args.decode_n, args.seed)
     m = json.loads((run / "measurements.json").read_text())
     out = {k: v for k, v in vars(args).items() if k != "threads"} | {
         "top": top, "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
