@@ -337,6 +337,23 @@ def lora_config(lora=True):
     return LoraConfig(task_type="CAUSAL_LM", bias="none", **options)
 
 
+def check_lora(lora, where: str = "train") -> None:
+    """A `lora` dict's keys are LoraConfig's (task type and bias are ours), so a typo is named when the profile
+    loads, not when a run starts training."""
+    if not isinstance(lora, dict):
+        return
+    from dataclasses import fields
+
+    from peft import LoraConfig
+
+    from .settings import unknown_key
+
+    allowed = sorted(f.name for f in fields(LoraConfig) if f.init and f.name not in ("task_type", "bias"))
+    for key in lora:
+        if key not in allowed:
+            raise unknown_key(key, allowed, f"{where}.lora")
+
+
 def with_lora(model, lora=True):
     """`model` wrapped in a fresh LoRA adapter; only the adapter's weights train."""
     from peft import get_peft_model

@@ -28,7 +28,7 @@ from typing import Any, Union
 from .decode import Limits
 from .files import DEFAULT_PROFILE, ROOT
 from .generators import check_decoding
-from .model import TinyConfig, check_device, check_dtype, check_tiny, check_training_device
+from .model import TinyConfig, check_device, check_dtype, check_lora, check_tiny, check_training_device
 from .settings import (ProfileError, at_least, build, check_seed, merge, parse_sets, positive_finite,  # noqa: F401
                        read_yaml)  # merge, parse_sets, read_yaml: the loader's, imported from here by the commands
 from .tasks import METHODS, TASKS
@@ -343,6 +343,7 @@ def check_recipe(recipe: Recipe, where: str = "train") -> Recipe:
     _choices(f"{where}.loss_mean", [recipe.loss_mean], LOSS_MEANS)
     check_dtype(recipe.dtype, f"{where}.dtype")
     check_training_device(recipe.device, recipe.bf16, where)
+    check_lora(recipe.lora, where)
     if isinstance(recipe.bf16, str) and recipe.bf16 != "auto":
         raise ProfileError(f"{where}.bf16: expected auto, true or false, got {recipe.bf16!r}")
     return recipe

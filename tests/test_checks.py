@@ -93,6 +93,8 @@ BAD = [
     (["train.by_task.dp.batch_size=0"], "train.by_task.dp.batch_size: must be >= 1, got 0"),
     (["train.by_task.parity.retuning.lr=.inf"], "train.by_task.parity.retuning.lr: must be a finite number > 0"),
     (["pretrain.mix=1.5"], "pretrain.mix: must be in [0, 1), got 1.5"),
+    (["train.lora={rank: 8}"], "unknown key 'rank' in train.lora (allowed: "),  # LoraConfig's keys, named
+    (["train.by_task.dp.retuning.lora={r: 8, alpha: 8}"], "unknown key 'alpha' in train.by_task.dp.retuning.lora"),
     (["train.sizes.parity=100000"], "train.sizes.parity: size must be in 1.."),
     (["eval.sizes.parity=[3, 2]"], "eval.sizes.parity: expected [lo, hi] with 1 <= lo <= hi, got [3, 2]"),
     (["threads=-1"], "threads: must be in 0..4096 (0: torch's default), got -1"),
