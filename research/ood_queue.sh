@@ -1,9 +1,11 @@
 #!/bin/bash
-# Issue 28 candidates, one after another on one thread; resumable (rerun: finished runs come from the cache).
+# Issue 28 candidates, one after another on one thread; resumable (rerun: finished runs come from the cache and
+# are only probed again). research/RESULTS.md has each one's numbers.
 cd "$(dirname "$0")/.."
-P=".venv/bin/python research/ood_probe.py"
+P=".venv/bin/python research/ood_probe.py --threads 1"
 $P --task addition --surfaces many --multiline 0.4 --steps 1500
 $P --task addition --surfaces many --multiline 0.4 --steps 1500 --lora 32
-$P --task parity --surfaces many --multiline 0.4 --steps 3000 --loss-mean example
-$P --task addition --surfaces one --multiline 0 --steps 1500
-$P --task addition --surfaces many --multiline 0.4 --steps 3000
+$P --task addition --surfaces many --multiline 0.4 --steps 3000 --decode-n 20
+$P --task parity --surfaces many --multiline 0.4 --steps 4500 --loss-mean example --decode-n 20
+$P --task addition --surfaces many --multiline 0 --steps 3000 --decode-n 20
+$P --task addition --surfaces one --multiline 0 --steps 3000 --decode-n 20
