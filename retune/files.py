@@ -90,6 +90,7 @@ def check_output_file(path, what: str = "--out", companions: tuple[str, ...] = (
     out = Path(text).expanduser()
     if text.endswith(("/", os.sep)) or out.name in ("", ".", ".."):
         raise ValueError(f"{what} must name a file, not a directory; got {text!r}")
+    _check_name_lengths(out, what, text, file_suffix=max(map(len, companions), default=0))
     for target in (out, *(out.with_name(out.name + suffix) for suffix in companions)):
         if target.is_dir():
             raise ValueError(f"{what} {str(target)!r} is a directory; it must name a file")
@@ -100,12 +101,33 @@ def check_output_file(path, what: str = "--out", companions: tuple[str, ...] = (
     return out
 
 
+TEMP_EXTRA = 32  # what temp_path adds to a name: a dot, then `.<pid>-<8 hex>.tmp`
+
+
+def _check_name_lengths(out: Path, what: str, text: str, file_suffix: int | None = None) -> None:
+    """Every component short enough for the file system (else an OSError 'File name too long' mid-run); a file's
+    own name (`file_suffix` not None) with room for the temporary it is written through (temp_path) and for its
+    longest companion suffix."""
+    anchor = nearest_existing(out.parent)
+    limit = os.pathconf(anchor, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    folders = out.parts if file_suffix is None else out.parts[:-1]
+    for part in folders:
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(f"{what} {text[:60]!r}...: a folder name of {len(os.fsencode(part))} bytes; this file "
+                             f"system takes at most {limit}")
+    room = limit - TEMP_EXTRA - (file_suffix or 0)
+    if file_suffix is not None and len(os.fsencode(out.name)) > room:
+        raise ValueError(f"{what} {text[:60]!r}...: the file name is {len(os.fsencode(out.name))} bytes; at most {room} "
+                         f"here ({limit} bytes a name, less room for the files written beside it)")
+
+
 def check_output_dir(path, what: str = "--out") -> Path:
     """The output directory `path` as a Path (it may not exist yet), or a ValueError naming why it cannot be."""
     text = "" if path is None else str(path)
     if not text.strip():
         raise ValueError(f"{what} must name a directory; got {text!r}")
     out = Path(text).expanduser()
+    _check_name_lengths(out, what, text)
     if os.path.lexists(out) and not out.is_dir():
         raise ValueError(f"{what} {text!r} exists and is not a directory")
     if out.is_dir():

@@ -180,6 +180,17 @@ EVAL = ["eval", "--backend", "oracle", "--task", "parity", "--method", "retuning
 EVAL_HF = ["eval", "--profile", "smoke", "--task", "parity", "--method", "retuning"]  # would train, then decode
 
 
+@pytest.mark.parametrize("argv", [DATA, EVAL], ids=["data", "eval"])
+def test_a_name_too_long_for_the_file_system_is_refused_before_work(tmp_path, capsys, no_work, argv):
+    # 236 bytes is a legal file name, but not with the temporary it is written through beside it (a file only)
+    long_file = [tmp_path / ("d" * 230 + ".jsonl")] if argv is DATA else []
+    for out in (*long_file, tmp_path / ("f" * 300), tmp_path / ("f" * 300) / "o.jsonl"):
+        assert run([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "bytes" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_special_files_at_out_are_never_replaced(tmp_path, capsys, no_work):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -463,7 +474,7 @@ def test_allowed_but_offline_fails_fast_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     kind, seconds, message = done.stdout.strip().split(" ", 2)
     assert kind == "ValueError" and "could not be loaded" in message and "\n" not in message
-    assert float(seconds) < 5
+    assert float(seconds) < 60  # not a speed test (8 s on a loaded machine): what it catches is a hang in retries
 
 
 # --- 8: children die with their parent ------------------------------------------------------------------------
