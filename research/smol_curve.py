@@ -53,6 +53,13 @@ class StepProbe(TrainerCallback):
         print(f"step {state.global_step} loss {loss}: {summary}", flush=True)
 
 
+def curve_data(top: int, seed: int):
+    """The curve's training set: Re-Tuning addition 1..top digits, the cpu profile's problems per size, scaled."""
+    profile = load_profile("cpu", {"paths": {"data": "runs/probe-data"}, "pretrain": None,
+                                   "train": {"sizes": {"addition": top}, "distribution": "scaled"}})
+    return runs.dataset(profile, "addition", "retuning", seed)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1500)
@@ -70,9 +77,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    profile = load_profile("cpu", {"paths": {"data": "runs/probe-data"}, "pretrain": None,
-                                   "train": {"sizes": {"addition": args.top}, "distribution": "scaled"}})
-    data = runs.dataset(profile, "addition", "retuning", args.seed)
+    data = curve_data(args.top, args.seed)
     source = str(presets.fetch("smollm2-135m"))
     config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch,
                                 "warmup_steps": args.warmup, "lr_schedule": "constant_with_warmup",

@@ -147,7 +147,8 @@ def plot_step_probe(df, trained_max: int | None = None):
 def learning_curve(path, trained_max: int):
     """One row per (step, kind, split) from a step-probe log (JSONL, one line per probed checkpoint with its
     `step`, `loss` and `rows` as step_accuracy returns them): right/total pooled over the sizes of the split
-    (`id`: sizes up to `trained_max`, `ood`: beyond), with a Wilson interval."""
+    (`id`: sizes up to `trained_max`, `ood`: beyond), with a Wilson interval. Lines of a side run branched off
+    the curve (`cooldown_from`) are not part of it."""
     import json
 
     import pandas as pd
@@ -155,6 +156,8 @@ def learning_curve(path, trained_max: int):
     out = []
     for line in Path(path).read_text().splitlines():
         probed = json.loads(line)
+        if "cooldown_from" in probed:
+            continue
         for kind in KINDS:
             for split, inside in (("id", True), ("ood", False)):
                 rows = [r for r in probed["rows"] if r["kind"] == kind and (r["size"] <= trained_max) == inside]

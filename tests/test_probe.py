@@ -1,5 +1,6 @@
 """The step probe (retune.probe): which contexts it picks per step kind, how it counts, and that it skips a
 pretrained model it may not fetch."""
+import json
 import random
 
 import pytest
@@ -71,3 +72,23 @@ def test_plot_has_one_panel_per_kind():
     df = pd.DataFrame([dict(r, model="m") for r in rows])
     fig = probe.plot_step_probe(df, trained_max=2)
     assert [ax.get_title() for ax in fig.axes] == ["call step", "combine step", "base step"]
+
+
+def test_the_learning_curve_pools_sizes_by_split_and_leaves_side_runs_out(tmp_path):
+    def rows(call_right):  # two sizes in range (2, 4), one beyond (6); 10 problems each
+        return [{"size": s, "kind": k, "right": (call_right if k == "call" else 1), "total": 10}
+                for s in (2, 4, 6) for k in probe.KINDS]
+    log = tmp_path / "curve.jsonl"
+    log.write_text("\n".join(json.dumps(line) for line in [
+        {"step": 200, "loss": 0.2, "rows": rows(9)},
+        {"step": 100, "loss": 0.3, "rows": rows(3)},
+        {"step": 250, "loss": 0.1, "cooldown_from": 200, "rows": rows(10)},  # a side run: not on the curve
+    ]) + "\n")
+    curve = probe.learning_curve(log, trained_max=4)
+    assert list(curve["step"].unique()) == [100, 200]
+    call = curve[curve["kind"] == "call"].set_index(["step", "split"])
+    assert (call.loc[(100, "id"), "right"], call.loc[(100, "id"), "total"]) == (6, 20)
+    assert (call.loc[(200, "ood"), "right"], call.loc[(200, "ood"), "total"]) == (9, 10)
+    assert call.loc[(200, "id"), "ci_low"] < 0.9 < call.loc[(200, "id"), "ci_high"]
+    fig = probe.plot_learning_curve(curve)
+    assert len(fig.axes) == len(probe.KINDS)
