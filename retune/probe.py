@@ -147,8 +147,9 @@ def plot_step_probe(df, trained_max: int | None = None):
 def learning_curve(path, trained_max: int):
     """One row per (step, kind, split) from a step-probe log (JSONL, one line per probed checkpoint with its
     `step`, `loss` and `rows` as step_accuracy returns them): right/total pooled over the sizes of the split
-    (`id`: sizes up to `trained_max`, `ood`: beyond), with a Wilson interval. Lines of a side run branched off
-    the curve (`cooldown_from`) are not part of it."""
+    (`id`: sizes up to `trained_max`, `ood`: beyond), with a Wilson interval. A line of a side run branched off
+    the curve (`cooldown_from`: the step it left from, e.g. a decaying learning rate) keeps that step in
+    `branch_from`; the curve's own rows have none."""
     import json
 
     import pandas as pd
@@ -156,23 +157,21 @@ def learning_curve(path, trained_max: int):
     out = []
     for line in Path(path).read_text().splitlines():
         probed = json.loads(line)
-        if "cooldown_from" in probed:
-            continue
         for kind in KINDS:
             for split, inside in (("id", True), ("ood", False)):
                 rows = [r for r in probed["rows"] if r["kind"] == kind and (r["size"] <= trained_max) == inside]
                 right, total = sum(r["right"] for r in rows), sum(r["total"] for r in rows)
                 if total:
                     lo, hi = wilson(right, total)
-                    out.append({"step": probed["step"], "loss": probed["loss"], "kind": kind, "split": split,
-                                "right": right, "total": total, "accuracy": right / total, "ci_low": lo,
-                                "ci_high": hi})
+                    out.append({"step": probed["step"], "branch_from": probed.get("cooldown_from"),
+                                "loss": probed["loss"], "kind": kind, "split": split, "right": right,
+                                "total": total, "accuracy": right / total, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(out).sort_values(["step", "kind", "split"]).reset_index(drop=True)
 
 
 def plot_learning_curve(df):
     """One panel per step kind: teacher-forced accuracy against training steps, in distribution (solid) and
-    beyond (dashed), each with its Wilson band."""
+    beyond (dashed), each with its Wilson band; a side run (`branch_from`) as a star, dotted from its origin."""
     import matplotlib.pyplot as plt
 
     from .report import set_style
@@ -182,10 +181,16 @@ def plot_learning_curve(df):
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         for j, (split, style) in enumerate((("id", "-"), ("ood", "--"))):
-            part = df[(df["kind"] == kind) & (df["split"] == split)]
+            rows = df[(df["kind"] == kind) & (df["split"] == split)]
+            part = rows[rows["branch_from"].isna()]
             ax.plot(part["step"], part["accuracy"], style, marker="o", markersize=3, color=f"C{j}",
                     label="in distribution" if split == "id" else "beyond")
             ax.fill_between(part["step"], part["ci_low"], part["ci_high"], color=f"C{j}", alpha=0.18, linewidth=0)
+            for _, b in rows[rows["branch_from"].notna()].iterrows():  # a side run: a star joined to its origin
+                origin = part[part["step"] == b["branch_from"]]["accuracy"]
+                if len(origin):
+                    ax.plot([b["branch_from"], b["step"]], [origin.iloc[0], b["accuracy"]], ":", color=f"C{j}")
+                ax.plot([b["step"]], [b["accuracy"]], "*", markersize=9, color=f"C{j}")
         ax.set(title=f"{kind} step", xlabel="training step", ylabel="teacher-forced accuracy", ylim=(-0.03, 1.03))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.tight_layout(rect=(0, 0, 1, 0.86))

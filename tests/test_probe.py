@@ -74,7 +74,7 @@ def test_plot_has_one_panel_per_kind():
     assert [ax.get_title() for ax in fig.axes] == ["call step", "combine step", "base step"]
 
 
-def test_the_learning_curve_pools_sizes_by_split_and_leaves_side_runs_out(tmp_path):
+def test_the_learning_curve_pools_sizes_by_split_and_keeps_side_runs_apart(tmp_path):
     def rows(call_right):  # two sizes in range (2, 4), one beyond (6); 10 problems each
         return [{"size": s, "kind": k, "right": (call_right if k == "call" else 1), "total": 10}
                 for s in (2, 4, 6) for k in probe.KINDS]
@@ -82,13 +82,19 @@ def test_the_learning_curve_pools_sizes_by_split_and_leaves_side_runs_out(tmp_pa
     log.write_text("\n".join(json.dumps(line) for line in [
         {"step": 200, "loss": 0.2, "rows": rows(9)},
         {"step": 100, "loss": 0.3, "rows": rows(3)},
-        {"step": 250, "loss": 0.1, "cooldown_from": 200, "rows": rows(10)},  # a side run: not on the curve
+        {"step": 250, "loss": 0.1, "cooldown_from": 200, "rows": rows(10)},  # a side run, off the curve
     ]) + "\n")
-    curve = probe.learning_curve(log, trained_max=4)
+    both = probe.learning_curve(log, trained_max=4)
+    side = both[both["branch_from"].notna()]
+    assert set(side["step"]) == {250} and set(side["branch_from"]) == {200}
+    assert (side[side["kind"] == "call"]["accuracy"] == 1).all()
+    curve = both[both["branch_from"].isna()]
     assert list(curve["step"].unique()) == [100, 200]
     call = curve[curve["kind"] == "call"].set_index(["step", "split"])
     assert (call.loc[(100, "id"), "right"], call.loc[(100, "id"), "total"]) == (6, 20)
     assert (call.loc[(200, "ood"), "right"], call.loc[(200, "ood"), "total"]) == (9, 10)
     assert call.loc[(200, "id"), "ci_low"] < 0.9 < call.loc[(200, "id"), "ci_high"]
-    fig = probe.plot_learning_curve(curve)
+    fig = probe.plot_learning_curve(both)
     assert len(fig.axes) == len(probe.KINDS)
+    stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*"]
+    assert len(stars) == 2 and [list(ln.get_xdata()) for ln in stars] == [[250], [250]]  # one per split
