@@ -171,8 +171,8 @@ def test_the_memory_row_is_the_trained_recipe(tmp_path, tiny_dir):
     assert row["status"] == "ok" and row["lora"] is True and row["trainable_params"] < row["params"]
     assert (row["batch_size"], row["dtype"], row["bf16"], row["device"], row["threads"]) == \
         (4, "float32", False, "cpu", 1)
-    smol = gpu_profile(tmp_path, "smol", tiny_dir)
-    assert pipeline.training_memory(smol, "dp", "retuning")["batch_size"] == 16  # train.by_task.dp
+    smol = gpu_profile(tmp_path, "smol", tiny_dir, {"train": {"by_task": {"dp": {"batch_size": 8}}}})
+    assert pipeline.training_memory(smol, "dp", "retuning")["batch_size"] == 8  # train.by_task.dp
 
 
 def test_an_out_of_memory_step_is_a_row_that_says_so(monkeypatch, tmp_path):
