@@ -407,5 +407,10 @@ def recipe_of(section) -> dict:
 if __name__ == "__main__":  # one rank of a run trained in several processes (`launch`)
     from retune.train import make_config as _config, train as _train
 
+    import torch.distributed as _dist
+
     _job = json.loads(sys.argv[1])
     _train(**dict(_job, config=_config(_job["config"])))
+    if _dist.is_initialized():  # a rank leaving with gloo's threads alive aborts ("terminate called ...")
+        _dist.barrier()  # the others wait while rank 0 saves
+        _dist.destroy_process_group()
