@@ -22,6 +22,8 @@ LOG = Path(__file__).resolve().parent / "logs" / "ood_probe.jsonl"
 def overrides(args) -> dict:
     pretrain = {"surfaces": args.surfaces, "multiline": args.multiline, "mix": args.mix,
                 "train": {"max_steps": args.pretrain_steps}}
+    if args.pretrain_examples:
+        pretrain["examples"] = args.pretrain_examples
     lora = {"r": args.lora, "lora_alpha": args.lora, "target_modules": "all-linear"} if args.lora else False
     task_over = {"max_steps": args.steps, args.method: {"lora": lora}}
     if args.loss_mean:
@@ -42,6 +44,17 @@ def decoded_accuracy(profile, run, task, method, sizes, n, seed) -> dict:
     return {size: round(sum(c) / len(c), 2) for size, c in sorted(by_size.items())}
 
 
+def skills_of_base(profile, seed):
+    """The base's skill table (every operation x kind x length), saved beside the probe log; its copy rows printed."""
+    from retune.skills import base_skills
+
+    df = base_skills(profile, seed)
+    out = LOG.parent / f"base_skills_{Path(runs.base_model(profile, seed)).name}.csv"
+    df.to_csv(out, index=False)
+    items = df[(df["score"] == "items") & (df["operation"] == "copy")]
+    print(out, items.pivot_table(index="kind", columns="length", values="accuracy").round(2).to_string(), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="addition")
@@ -50,6 +63,9 @@ def main():
     ap.add_argument("--multiline", type=float, default=0.0, help="share of multi-line recall examples")
     ap.add_argument("--mix", type=float, default=0.15, help="rehearsal share in fine-tuning")
     ap.add_argument("--pretrain-steps", type=int, default=3000)
+    ap.add_argument("--pretrain-examples", type=int, default=0, help="generic examples (0: the cpu profile's)")
+    ap.add_argument("--skills", action="store_true",
+                    help="probe the base's skills first (retune.skills), into research/logs/base_skills_<base>.csv")
     ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tuning)")
     ap.add_argument("--loss-mean", default=None)
@@ -67,6 +83,8 @@ def main():
     profile = load_profile("cpu", overrides(args))
     top = profile.train.sizes[args.task]
     start = time.time()
+    if args.skills:
+        skills_of_base(profile, args.seed)
     run = runs.trained(profile, runs.spec_for(profile, args.task, args.method, args.seed))
     generator = pipeline.hf_generator(profile, run)
     sizes = list(range(2, 2 * top + 1, args.every))

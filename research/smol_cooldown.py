@@ -8,6 +8,7 @@ research/logs/smol_curve.jsonl with `cooldown_from` (the checkpoint's step) and 
 learning curve (retune.probe.learning_curve) reads only the lines without `cooldown_from`.
 
     python research/smol_cooldown.py runs/<curve run>/checkpoints/checkpoint-500 --steps 150 --lr 2e-4
+    python research/smol_cooldown.py runs/<a finished side run> --steps 300 --lr 5e-4   # a chain of them
 """
 import argparse
 import json
@@ -21,16 +22,30 @@ from retune.generators import HFGenerator
 from retune.probe import step_accuracy
 
 
-def folded(checkpoint: Path, out: Path) -> Path:
-    """SmolLM2 with the checkpoint's adapter folded in, saved once as a model directory."""
+def start_of(start: Path) -> int:
+    """The training step `start` stands at: a curve checkpoint's own, or the logged step of a finished side run."""
+    if (start / "trainer_state.json").is_file():
+        return json.loads((start / "trainer_state.json").read_text())["global_step"]
+    steps = [json.loads(line)["step"] for line in LOG.read_text().splitlines() if json.loads(line).get("run") == start.name]
+    if not steps:
+        raise ValueError(f"{str(start)!r} is neither a curve checkpoint nor a side run logged in {LOG}")
+    return steps[-1]
+
+
+def folded(start: Path, out: Path) -> Path:
+    """SmolLM2 with the adapter of `start` (a curve checkpoint, or a finished side run: its base and adapter)
+    folded in, saved once as a model directory."""
     if (out / "config.json").is_file():
         return out
     from peft import PeftModel
 
     from retune.model import load_pretrained
 
-    model, tok = load_pretrained(str(presets.fetch("smollm2-135m")))
-    model = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
+    if (start / "measurements.json").is_file():
+        model, tok = train.load_trained(start, merge=True)
+    else:
+        model, tok = load_pretrained(str(presets.fetch("smollm2-135m")))
+        model = PeftModel.from_pretrained(model, start).merge_and_unload()
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -52,7 +67,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    start_step = json.loads((args.checkpoint / "trainer_state.json").read_text())["global_step"]
+    start_step = start_of(args.checkpoint)
     base = folded(args.checkpoint, Path("runs") / f"smol-curve-folded-{start_step}")
     data = curve_data(args.top, args.seed)
     config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": 0,
