@@ -168,7 +168,7 @@ require_model() {
 
 # --- stages --------------------------------------------------------------------------------------------------------
 stage_setup() {
-    log "host $(hostname), $(nproc) CPUs, $("$PY" -V 2>&1) at $(command -v "$PY"), REHEARSE=$REHEARSE"
+    log "host $(hostname), $(getconf _NPROCESSORS_ONLN) CPUs, $("$PY" -V 2>&1) at $(command -v "$PY"), REHEARSE=$REHEARSE"
     if command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
     fi
@@ -192,7 +192,7 @@ EOF
             --find-links "$REPO/.device/present" --only-binary=:all: --python-version 3.12 --implementation cp \
             --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
             --platform manylinux_2_28_x86_64 --platform any --target "$WORK/unused-target" \
-            --report "$WORK/resolve.json" -r "$WHEELS/requirements.txt" 2>&1 | grep -v "^WARNING: Location" | tee -a "$LOG"
+            --report "$WORK/resolve.json" -r "$WHEELS/requirements.txt" 2>&1 | { grep -v "^WARNING: Location" || true; } | tee -a "$LOG"
         "$PY" -c "import json; r = json.load(open('$WORK/resolve.json'))['install']; print(len(r), 'packages would be installed:', ' '.join(sorted(i['metadata']['name'] + '==' + i['metadata']['version'] for i in r)))" | tee -a "$LOG"
         "$PY" -m ipykernel install --prefix "$WORK/jupyter" --name retune --display-name "retune (rehearsal)" 2>&1 | tee -a "$LOG"
         export JUPYTER_PATH="$WORK/jupyter/share/jupyter"
