@@ -120,7 +120,7 @@ mkdir -p "$OUT" "$WORK"
 LOG="$OUT/gpu_check.log"
 cd "$REPO"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
-[[ -d "$WORK/jupyter" ]] && export JUPYTER_PATH="$WORK/jupyter/share/jupyter"  # the rehearsal's kernel
+if [[ "$REHEARSE" == 1 ]]; then export JUPYTER_PATH="$WORK/jupyter/share/jupyter"; fi  # the rehearsal's kernel (setup)
 FRESH="this machine looks fresh (a machine goes back ~30 s after a call, and with it what earlier calls left): run call 1 (setup, with its carry) again, then this call at once"
 
 if [[ "$REHEARSE" == 1 ]]; then
@@ -194,8 +194,8 @@ EOF
             --platform manylinux_2_28_x86_64 --platform any --target "$WORK/unused-target" \
             --report "$WORK/resolve.json" -r "$WHEELS/requirements.txt" 2>&1 | { grep -v "^WARNING: Location" || true; } | tee -a "$LOG"
         "$PY" -c "import json; r = json.load(open('$WORK/resolve.json'))['install']; print(len(r), 'packages would be installed:', ' '.join(sorted(i['metadata']['name'] + '==' + i['metadata']['version'] for i in r)))" | tee -a "$LOG"
-        "$PY" -m ipykernel install --prefix "$WORK/jupyter" --name retune --display-name "retune (rehearsal)" 2>&1 | tee -a "$LOG"
-        export JUPYTER_PATH="$WORK/jupyter/share/jupyter"
+        "$PY" -m ipykernel install --prefix "$WORK/jupyter" --name retune --display-name "retune (rehearsal)" 2>&1 |
+            { grep -v "The kernelspec may not be found" || true; } | tee -a "$LOG"  # JUPYTER_PATH points there
     else
         "$PY" -m pip install -q --no-index --find-links "$WHEELS" -r "$WHEELS/requirements.txt" 2>&1 | tee -a "$LOG"
         if ! "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e "$REPO" 2>&1 | tee -a "$LOG"; then

@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from retune import data  # noqa: E402
 from retune.model import TinyConfig, tiny_llama, with_lora  # noqa: E402
-from retune.train import TrainConfig, train, training_arguments  # noqa: E402
+from retune.train import TrainConfig, train  # noqa: E402
+from retune.trainer import on_cuda, training_arguments  # noqa: E402
 
 # ~103M parameters: 12 x (4 * 768^2 attention + 3 * 768 * 2688 MLP); the 103-token vocabulary adds only 79k.
 MODEL_100M = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 2688}
@@ -93,7 +94,7 @@ def profile_runs(args) -> None:
         row = {"run": item, "model": profile.model.source, "warmup_steps_untimed": args.warmup, "timed_steps": steps,
                "step_s": round(step_s, 4), "step_s_median_unsynced": round(median(gaps), 4),
                "steps_per_s": round(1 / step_s, 2), "batch_size": config.batch_size, "grad_accum": config.grad_accum,
-               "lora": config.lora, "bf16": bool(training_arguments(config, out / "x", cuda).bf16),
+               "lora": config.lora, "bf16": bool(training_arguments(config, out / "x", on_cuda(config.device)).bf16),
                "tokens_per_batch_mean": m["tokens_per_batch"]["mean"], "padding_fraction": m["padding_fraction"],
                "cuda_max_allocated_mb": m.get("cuda_max_allocated_mb"), "rss_peak_mb": m["rss_peak_mb"],
                "train_seconds_all_steps": m["train_seconds"], "wall_seconds": round(wall, 2),

