@@ -171,7 +171,8 @@ def learning_curve(path, trained_max: int):
 
 def plot_learning_curve(df):
     """One panel per step kind: teacher-forced accuracy against training steps, in distribution (solid) and
-    beyond (dashed), each with its Wilson band; a side run (`branch_from`) as a star, dotted from its origin."""
+    beyond (dashed), each with its Wilson band; a side run (`branch_from`) as a star, dotted from its origin (a
+    step of the curve, or a side run it continues: a chain of cool-downs)."""
     import matplotlib.pyplot as plt
 
     from .report import set_style
@@ -186,8 +187,9 @@ def plot_learning_curve(df):
             ax.plot(part["step"], part["accuracy"], style, marker="o", markersize=3, color=f"C{j}",
                     label="in distribution" if split == "id" else "beyond")
             ax.fill_between(part["step"], part["ci_low"], part["ci_high"], color=f"C{j}", alpha=0.18, linewidth=0)
-            for _, b in rows[rows["branch_from"].notna()].iterrows():  # a side run: a star joined to its origin
-                origin = part[part["step"] == b["branch_from"]]["accuracy"]
+            for _, b in rows[rows["branch_from"].notna()].iterrows():  # a side run: a star joined to its origin,
+                origin = part[part["step"] == b["branch_from"]]["accuracy"]  # a curve step or an earlier side run
+                origin = origin if len(origin) else rows[rows["step"] == b["branch_from"]]["accuracy"]
                 if len(origin):
                     ax.plot([b["branch_from"], b["step"]], [origin.iloc[0], b["accuracy"]], ":", color=f"C{j}")
                 ax.plot([b["step"]], [b["accuracy"]], "*", markersize=9, color=f"C{j}")

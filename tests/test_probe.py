@@ -83,11 +83,12 @@ def test_the_learning_curve_pools_sizes_by_split_and_keeps_side_runs_apart(tmp_p
         {"step": 200, "loss": 0.2, "rows": rows(9)},
         {"step": 100, "loss": 0.3, "rows": rows(3)},
         {"step": 250, "loss": 0.1, "cooldown_from": 200, "rows": rows(10)},  # a side run, off the curve
+        {"step": 300, "loss": 0.1, "cooldown_from": 250, "rows": rows(8)},  # one continuing it
     ]) + "\n")
     both = probe.learning_curve(log, trained_max=4)
     side = both[both["branch_from"].notna()]
-    assert set(side["step"]) == {250} and set(side["branch_from"]) == {200}
-    assert (side[side["kind"] == "call"]["accuracy"] == 1).all()
+    assert set(side["step"]) == {250, 300} and set(side["branch_from"]) == {200, 250}
+    assert (side[(side["kind"] == "call") & (side["step"] == 250)]["accuracy"] == 1).all()
     curve = both[both["branch_from"].isna()]
     assert list(curve["step"].unique()) == [100, 200]
     call = curve[curve["kind"] == "call"].set_index(["step", "split"])
@@ -97,4 +98,6 @@ def test_the_learning_curve_pools_sizes_by_split_and_keeps_side_runs_apart(tmp_p
     fig = probe.plot_learning_curve(both)
     assert len(fig.axes) == len(probe.KINDS)
     stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*"]
-    assert len(stars) == 2 and [list(ln.get_xdata()) for ln in stars] == [[250], [250]]  # one per split
+    assert sorted(list(ln.get_xdata()) for ln in stars) == [[250], [250], [300], [300]]  # one per split and run
+    links = [list(ln.get_xdata()) for ln in fig.axes[0].lines if ln.get_linestyle() == ":"]
+    assert sorted(links) == [[200, 250], [200, 250], [250, 300], [250, 300]]  # the chain joined to its origins
