@@ -7,6 +7,7 @@ beyond) on the weights of that moment and appends one JSON line per step to rese
 Checkpoints every `--every` steps: a killed run resumes (steps already logged are not probed again).
 
     python research/smol_curve.py --steps 1500 --every 100 [--threads 1]
+    python research/smol_curve.py --method baseline --schedule linear --steps 1050   # a comparison run, unprobed
 """
 import argparse
 import json
@@ -53,11 +54,12 @@ class StepProbe(TrainerCallback):
         print(f"step {state.global_step} loss {loss}: {summary}", flush=True)
 
 
-def curve_data(top: int, seed: int):
-    """The curve's training set: Re-Tuning addition 1..top digits, the cpu profile's problems per size, scaled."""
+def curve_data(top: int, seed: int, method: str = "retuning"):
+    """The curve's training set: addition 1..top digits written for `method` (Re-Tuning), the cpu profile's
+    problems per size, scaled."""
     profile = load_profile("cpu", {"paths": {"data": "runs/probe-data"}, "pretrain": None,
                                    "train": {"sizes": {"addition": top}, "distribution": "scaled"}})
-    return runs.dataset(profile, "addition", "retuning", seed)
+    return runs.dataset(profile, "addition", method, seed)
 
 
 def main():
@@ -72,16 +74,22 @@ def main():
     ap.add_argument("--n", type=int, default=10, help="validation problems per size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--method", default="retuning",
+                    help="retuning: the curve; another method (baseline) trains alone, unprobed, for comparison")
+    ap.add_argument("--schedule", default="constant_with_warmup", help="the Trainer's lr_scheduler_type")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    data = curve_data(args.top, args.seed)
+    data = curve_data(args.top, args.seed, args.method)
     source = str(presets.fetch("smollm2-135m"))
     config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch,
-                                "warmup_steps": args.warmup, "lr_schedule": "constant_with_warmup",
+                                "warmup_steps": args.warmup, "lr_schedule": args.schedule,
                                 "save_steps": args.every, "lora": True, "seed": args.seed, "threads": args.threads})
+    if args.method != "retuning":  # no call or combine step to probe: trained (resumable), then decoded apart
+        print(train.train(source, [data], config, "runs"))
+        return
     from retune.model import load_pretrained
 
     model, tokenizer = load_pretrained(source)
