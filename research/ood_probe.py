@@ -15,6 +15,7 @@ from pathlib import Path
 from retune import pipeline, runs
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
+from retune.tasks import METHODS
 
 LOG = Path(__file__).resolve().parent / "logs" / "ood_probe.jsonl"
 
@@ -89,9 +90,9 @@ def main():
     generator = pipeline.hf_generator(profile, run)
     sizes = list(range(2, 2 * top + 1, args.every))
     rows = step_accuracy(args.task, generator, sizes, args.n, args.seed, pipeline.trained_contexts(run),
-                         method=args.method, stream="valid")
+                         method=args.method, stream="valid") if METHODS[args.method].recursive else []
     table = {kind: {r["size"]: round(r["accuracy"], 2) for r in rows if r["kind"] == kind}
-             for kind in ("call", "combine", "base")}
+             for kind in ("call", "combine", "base")}  # baseline and scratchpad: no steps, decoded only
     if args.decode_n:
         table["decoded"] = decoded_accuracy(profile, run, args.task, args.method, sizes, args.decode_n, args.seed)
     m = json.loads((run / "measurements.json").read_text())

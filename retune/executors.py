@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .files import ROOT
 from .plan import Piece, do, finished, needs, plan
-from .profiles import Profile, where
+from .profiles import Profile, recipes, where
 from .settings import ProfileError
 
 KINDS = ("local", "gpus", "slurm")  # executor.kind
@@ -47,12 +47,9 @@ def wanted(profile: Profile) -> bool:
 
 
 def processes_per_run(profile: Profile) -> int:
-    """The most processes one run of the profile trains in (`processes` of any recipe or train.by_task entry)."""
-    found = [profile.train.processes, profile.step_probe.train.processes]
-    found += [profile.pretrain.train.processes] if profile.pretrain else []
-    for over in profile.train.by_task.values():
-        found += [o.get("processes", 1) for o in [over, *over.values()] if isinstance(o, dict)]
-    return max(found)
+    """The most processes one run of the profile trains in (`processes` of any recipe it trains with, every
+    by_task entry included: profiles.recipes)."""
+    return max(recipe.processes for _, recipe in recipes(profile))
 
 
 def visible_gpus() -> list[str]:

@@ -2,7 +2,7 @@
 
     P, meta, RESULTS, FIGURES = setup(globals())
 
-Under `retune reproduce`, papermill injects the profile's name and every setting (retune.profiles.parameters);
+Under `retune reproduce`, papermill injects the profile's name and every setting (retune.reproduce.parameters);
 opened by hand, the notebook's parameters cell may name a profile, else the default one is loaded. A `task`
 (papermill's `-p task parity`) narrows the profile to that task. A parameter that cannot be used (an unknown
 profile or task, a bad setting) stops the notebook with one line, not a traceback through the library.
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import report
-from .files import OneLineError
-from .profiles import Profile, check, from_parameters, where
+from .files import DEFAULT_PROFILE, OneLineError
+from .profiles import Profile, build, check, load_profile, where
 from .settings import ProfileError
 from .tasks import TASKS
 from .runs import use_threads
@@ -40,6 +40,17 @@ def setup(namespace: dict) -> Notebook:
     use_threads(profile)  # every notebook trains, evaluates or measures with the profile's `threads`
     report.set_style()
     return Notebook(profile, report.profile_meta(profile), where(profile, "results"), where(profile, "figures"))
+
+
+def from_parameters(namespace: dict) -> Profile:
+    """The checked profile a notebook runs under, from its variables (`from_parameters(globals())`).
+
+    Under `retune reproduce`, papermill injects `settings` (every setting of the profile); opened by hand, the
+    notebook's parameters cell names only `profile = "smoke"` (say), which is loaded from profiles/."""
+    settings = namespace.get("settings")
+    if settings is not None:
+        return check(build(Profile, settings))
+    return load_profile(namespace.get("profile") or DEFAULT_PROFILE)
 
 
 def only_task(profile: Profile, task: str | None) -> Profile:

@@ -13,21 +13,23 @@ import time
 from dataclasses import dataclass
 
 from . import data
-from .profiles import Profile
+from .profiles import Profile, base_task
 from .runs import RunSpec, all_runs, base_model, dataset, main_runs, train_config
 
 
 @dataclass(frozen=True)
 class Piece:
-    """One piece of work: kind "base" (a seed's generic base), "step probe" or "run" (train, then evaluate)."""
+    """One piece of work: kind "base" (a seed's generic base: the shared one, or `task`'s own), "step probe" or
+    "run" (train, then evaluate)."""
 
     kind: str
     seed: int
     run: RunSpec | None = None
+    task: str | None = None
 
     def __str__(self) -> str:
         if self.run is None:
-            return f"{self.kind} seed {self.seed}"
+            return f"{self.kind}{f' {self.task}' if self.task else ''} seed {self.seed}"
         r = self.run
         extra = "".join(f" {k} {v}" for k, v in (("distribution", r.distribution), ("n", r.n), ("variant", r.variant))
                         if v not in ("scaled", None, 0))
@@ -43,13 +45,13 @@ def expected_cost(profile: Profile, spec: RunSpec) -> float:
 
 
 def plan(profile: Profile) -> tuple[list[Piece], list[Piece]]:
-    """(first, runs): the pieces with no prerequisite (each seed's base, the step probe), then the runs, the
+    """(first, runs): the pieces with no prerequisite (each seed's bases, the step probe), then the runs, the
     main comparison's first (an interrupted preparation has its table's runs), the longest first. When the
-    profile pre-trains, a run needs its seed's base (`needs`)."""
+    profile pre-trains, a run needs its seed's base, or its task's own (`needs`)."""
     main = set(main_runs(profile))
     order = sorted(all_runs(profile), key=lambda spec: (spec not in main, -expected_cost(profile, spec)))
     runs = [Piece("run", spec.seed, spec) for spec in order]
-    first = [Piece("base", seed) for seed in dict.fromkeys(p.seed for p in runs)] if profile.pretrain else []
+    first = list(dict.fromkeys(needs(profile, p) for p in runs)) if profile.pretrain else []
     if profile.step_probe.model:  # the longest single piece: beside the first base, not after all of them
         first.insert(1, Piece("step probe", profile.seeds[0]))
     return first, runs
@@ -57,7 +59,9 @@ def plan(profile: Profile) -> tuple[list[Piece], list[Piece]]:
 
 def needs(profile: Profile, piece: Piece) -> Piece | None:
     """The piece that must be finished before `piece` starts (a run's base), or None."""
-    return Piece("base", piece.seed) if piece.kind == "run" and profile.pretrain else None
+    if piece.kind != "run" or not profile.pretrain:
+        return None
+    return Piece("base", piece.seed, task=base_task(profile, piece.run.task))
 
 
 def finished(profile: Profile, piece: Piece) -> bool:
@@ -68,7 +72,7 @@ def finished(profile: Profile, piece: Piece) -> bool:
     from .runs import finished_run
 
     if piece.kind == "base":
-        return base_model(profile, piece.seed, progress=False, build=False) is not None
+        return base_model(profile, piece.seed, progress=False, build=False, task=piece.task) is not None
     if piece.kind != "run":
         return False
     spec = piece.run
@@ -84,7 +88,7 @@ def do(profile: Profile, piece: Piece) -> dict:
 
     started = time.perf_counter()
     if piece.kind == "base":
-        base_model(profile, piece.seed, progress=False)  # the executor's bar and one line per piece suffice
+        base_model(profile, piece.seed, progress=False, task=piece.task)  # the executor's bar and one line per piece suffice
         return {"trained": round(time.perf_counter() - started)}
     if piece.kind == "step probe":
         from .probe import pretrained_run

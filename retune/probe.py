@@ -20,7 +20,7 @@ from pathlib import Path
 from . import pipeline, runs, train
 from .profiles import where
 from .evaluate import oracle_tree, wilson
-from .tasks import get_task
+from .tasks import METHODS, get_task
 from .tasks.methods import RETUNING
 
 KINDS = ("call", "combine", "base")
@@ -45,6 +45,9 @@ def step_accuracy(task_name: str, generator, sizes, n: int, seed: int = 0, exclu
     """Teacher-forced accuracy per problem size and step kind: one row per (size, kind) with right/total and a
     Wilson 95 % interval. Problems come from pipeline.eval_problems (seeded apart from training, never a
     trained top context); `stream` "valid" draws validation problems, the ones recipes are chosen on."""
+    if not getattr(METHODS.get(method), "recursive", False):  # one context: no call, combine or base step apart
+        raise ValueError(f"method: the step probe needs a recursive method "
+                         f"({', '.join(n for n, m in METHODS.items() if m.recursive)}), got {method!r}")
     task = get_task(task_name, variant)
     rows = []
     for size in sizes:

@@ -1,20 +1,16 @@
 """Profiles: the run settings of a reproduction, typed (one dataclass per section) and read from YAML.
 
-`load_profile(name)` starts from the defaults of the dataclasses below (the only place defaults are written),
-merges profiles/<name>.yaml over them, then every further profile name, YAML path or dict given after it, the later
-one winning. Merging is deep for mappings (a profile that sets `train: {max_steps: 20}` keeps the other train
-keys) and replaces everything else (lists, scalars, null). The merged mapping is then checked before any work
-starts: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the wrong
-type names the key, the value and the type expected; a value out of range (`check`: a batch size of 0, an
-infinite lr, a negative seed) the key, the value and what is allowed; a key written twice the key and the file.
+`load_profile(name)` starts from the defaults of the dataclasses below (the only place defaults are written) and
+merges profiles/<name>.yaml, then every further name, YAML path or dict, over them (the later wins; mappings merge
+key by key, anything else is replaced). The result is checked before any work starts: an unknown key, a value of
+the wrong type or out of range, a key written twice, each named with what is allowed there.
 
 Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-training of the tiny base), `train` (the
 fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
 (the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written),
 `executor` (who does the work before the notebooks: processes here, one per GPU, or a Slurm job array).
 
-A low layer: it imports only the plain dataclasses of tasks, model and decode, so runs, the pipeline, the runner, the
-CLI and the notebooks can all use it.
+A low layer: it imports only the plain dataclasses of tasks, model and decode, so every layer above can use it.
 """
 from __future__ import annotations
 
@@ -26,7 +22,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .decode import Limits
-from .files import DEFAULT_PROFILE, ROOT
+from .files import ROOT
 from .generators import check_decoding
 from .model import TinyConfig, check_device, check_dtype, check_lora, check_tiny, check_training_device
 from .settings import (ProfileError, at_least, build, check_seed, merge, parse_sets, positive_finite,  # noqa: F401
@@ -97,6 +93,22 @@ class PretrainSection:
     surfaces: str = "one"  # "one" prompt format per operation, or "many" (keywords, layouts, separators vary)
     multiline: float = 0.0  # share of multi-line recalls (repeat a labelled line from above, or an item put first)
     train: Recipe = field(default_factory=Recipe)  # the pre-training recipe
+    by_task: dict[str, dict] = field(default_factory=dict)  # a task's own base: keys over the ones above, e.g.
+    #                               {parity: {surfaces: many}} (its runs start from it and rehearse its generic set)
+
+
+def pretrain_for(p: "Profile", task: str | None = None) -> PretrainSection | None:
+    """The pre-training of `task`'s base: `pretrain` with `by_task[task]` merged over it (the shared one for a task
+    without an entry, or None); None without pre-training."""
+    if not p.pretrain:
+        return None
+    own = p.pretrain.by_task.get(task, {}) if task else {}
+    return build(PretrainSection, merge(asdict(p.pretrain) | {"by_task": {}}, own), f"pretrain.by_task.{task}")
+
+
+def base_task(p: "Profile", task: str | None) -> str | None:
+    """The task whose own base `task`'s runs start from (`pretrain.by_task`), or None: the shared base."""
+    return task if p.pretrain and task and p.pretrain.by_task.get(task) else None
 
 
 @dataclass
@@ -241,12 +253,9 @@ def check(p: Profile) -> Profile:
                            f"{p.model.source!r}")
     check_tiny(p.model.tiny)
     if p.pretrain:
-        _choices("pretrain.surfaces", [p.pretrain.surfaces], SURFACES)
-        at_least("pretrain.examples", p.pretrain.examples, 1)
-        at_least("pretrain.max_length", p.pretrain.max_length, 1)
-        for key in ("mix", "multiline"):
-            if not 0 <= getattr(p.pretrain, key) < 1:
-                raise ProfileError(f"pretrain.{key}: must be in [0, 1), got {getattr(p.pretrain, key)}")
+        _choices("pretrain.by_task", list(p.pretrain.by_task), TASKS)
+        for task in [None, *p.pretrain.by_task]:
+            _check_pretrain(pretrain_for(p, task), f"pretrain.by_task.{task}" if task else "pretrain")
     for where, recipe in recipes(p):
         check_recipe(recipe, where)
     for where, value in (("train.problems_per_size", p.train.problems_per_size),
@@ -262,6 +271,17 @@ def check(p: Profile) -> Profile:
     check_dtype(p.eval.dtype, "eval.dtype")
     check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
     return p
+
+
+def _check_pretrain(section: PretrainSection, where: str) -> None:
+    if section.by_task:
+        raise ProfileError(f"{where}.by_task: only the shared pre-training has per-task entries")
+    _choices(f"{where}.surfaces", [section.surfaces], SURFACES)
+    at_least(f"{where}.examples", section.examples, 1)
+    at_least(f"{where}.max_length", section.max_length, 1)
+    for key in ("mix", "multiline"):
+        if not 0 <= getattr(section, key) < 1:
+            raise ProfileError(f"{where}.{key}: must be in [0, 1), got {getattr(section, key)}")
 
 
 def _check_names(p: Profile) -> None:
@@ -320,6 +340,8 @@ def recipes(p: Profile) -> list[tuple[str, Recipe]]:
                 raise ProfileError(f"{where}: expected a mapping of recipe keys, got {own!r}")
             out.append((where, build(Recipe, base | task_over | own, where)))
     out += [("pretrain.train", p.pretrain.train)] if p.pretrain else []
+    out += [(f"pretrain.by_task.{task}.train", pretrain_for(p, task).train) for task in p.pretrain.by_task] \
+        if p.pretrain else []
     return out + [("step_probe.train", p.step_probe.train)]
 
 
@@ -390,23 +412,6 @@ def load_profile(name_or_path: str | Path | dict, *more: str | Path | dict,
                  directory: Path | str = PROFILES_DIR) -> Profile:
     """The checked Profile of the named profiles / YAML paths / dicts merged over the defaults, in order."""
     return check(build(Profile, merged(name_or_path, *more, directory=directory)))
-
-
-# --- notebooks -----------------------------------------------------------------------------------------------------
-def parameters(profile: Profile) -> dict:
-    """What the runner injects into every notebook through papermill: the profile's name and all its settings."""
-    return {"profile": profile.profile, "settings": profile.to_dict()}
-
-
-def from_parameters(namespace: dict) -> Profile:
-    """The checked profile a notebook runs under, from its variables (`from_parameters(globals())`).
-
-    Under `retune reproduce`, papermill injects `settings` (every setting of the profile); opened by hand, the
-    notebook's parameters cell names only `profile = "smoke"` (say), which is loaded from profiles/."""
-    settings = namespace.get("settings")
-    if settings is not None:
-        return check(build(Profile, settings))
-    return load_profile(namespace.get("profile") or DEFAULT_PROFILE)
 
 
 def where(profile: Profile, key: str) -> Path:

@@ -26,10 +26,16 @@ from pathlib import Path
 
 from . import executors
 from .files import ROOT
-from .profiles import Profile, parameters
+from .profiles import Profile
 NOTEBOOKS_DIR = ROOT / "notebooks"
 EXECUTED_DIR = ROOT / "results" / "notebooks"
 KERNEL = "retune"  # installed into the venv by `make install`
+
+
+def parameters(profile: Profile) -> dict:
+    """What the runner injects into every notebook through papermill: the profile's name and all its settings
+    (retune.notebook.from_parameters reads them back)."""
+    return {"profile": profile.profile, "settings": profile.to_dict()}
 
 
 class _QuietUnknownParameters(logging.Filter):

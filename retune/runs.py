@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import data, train
-from .profiles import Profile, split_methods, where
+from .profiles import Profile, pretrain_for, split_methods, where
 from .runcheck import read_run
 
 
@@ -85,19 +85,22 @@ def dataset_name(profile: Profile, task: str, method: str, seed: int, distributi
     return f"{task}-{method}-{distribution}-1to{profile.train.sizes[task]}-n{n}-v{variant}-s{seed}.jsonl"
 
 
-def pretrain_spec(profile: Profile) -> dict:
-    """The profile's `pretrain` section as retune.pretrain takes it."""
-    return asdict(profile.pretrain) | {"train": train.recipe_of(profile.pretrain.train)}
+def pretrain_spec(profile: Profile, task: str | None = None) -> dict:
+    """The generic pre-training of `task`'s base (profiles.pretrain_for) as retune.pretrain takes it."""
+    section = pretrain_for(profile, task)
+    return {k: v for k, v in asdict(section).items() if k != "by_task"} | {"train": train.recipe_of(section.train)}
 
 
-def base_model(profile: Profile, seed: int, progress: bool = True, build: bool = True) -> str | None:
+def base_model(profile: Profile, seed: int, progress: bool = True, build: bool = True,
+               task: str | None = None) -> str | None:
     """What fine-tuning starts from: 'tiny' (random init), a pretrained model, or our own generic-pretrained
-    tiny base (profile key `pretrain`; one per seed, so seeds vary the whole pipeline). With build False:
-    None when that base is not on disk yet (nothing is trained or fetched)."""
+    tiny base (profile key `pretrain`; one per seed, so seeds vary the whole pipeline, and `task`'s own when
+    `pretrain.by_task` has an entry for it). With build False: None when that base is not on disk yet (nothing
+    is trained or fetched)."""
     if profile.pretrain:
         from .pretrain import pretrained_base
 
-        base = pretrained_base(pretrain_spec(profile), asdict(profile.model.tiny), seed, where(profile, "data"),
+        base = pretrained_base(pretrain_spec(profile, task), asdict(profile.model.tiny), seed, where(profile, "data"),
                                where(profile, "runs"), progress, build)
         return str(base) if base else None
     from .presets import fetch, is_fetched, is_preset
@@ -128,14 +131,14 @@ def describe(profile: Profile, run, build: bool = True) -> RunDescription | None
     spec = RunSpec.of(run)
     task_data = dataset(profile, spec.task, spec.method, spec.seed, spec.distribution, spec.n, spec.variant,
                         build=build)
-    base = base_model(profile, spec.seed, build=build)
+    base = base_model(profile, spec.seed, build=build, task=spec.task)
     if task_data is None or base is None:
         return None
     paths = [task_data]
     if profile.pretrain and profile.pretrain.mix:  # rehearse the generic skills while fine-tuning
         from .pretrain import rehearsal
 
-        mixed = rehearsal(pretrain_spec(profile), task_data, spec.seed, where(profile, "data"), build)
+        mixed = rehearsal(pretrain_spec(profile, spec.task), task_data, spec.seed, where(profile, "data"), build)
         if mixed is None:
             return None
         paths.append(mixed)

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import pipeline, runs
 from .evaluate import wilson
 from .pretrain import KINDS, OPERATIONS, dataset, record
-from .profiles import where
+from .profiles import base_task, pretrain_for, where
 
 ITEM = re.compile(r"-?\d+")
 SCORES = ("exact", "items", "surface")
@@ -62,17 +62,19 @@ def skill_records(spec: dict, lengths, n: int, seed: int, seen: set[str] = froze
     return out
 
 
-def base_skills(profile, seed: int | None = None, n: int = 10, lengths=None, log=print):
-    """The base's scores as one tidy DataFrame (columns: operation, kind, length, in_range, score, right, total,
-    accuracy, ci_low, ci_high); None, with a message, under a profile without generic pre-training."""
+def base_skills(profile, seed: int | None = None, n: int = 10, lengths=None, log=print, task: str | None = None):
+    """The base's scores as one tidy DataFrame (columns: base, operation, kind, length, in_range, score, right,
+    total, accuracy, ci_low, ci_high); `task`: the base of that task (its own under `pretrain.by_task`, else the
+    shared one, named "shared" in column base). None, with a message, under a profile without generic
+    pre-training."""
     import pandas as pd
 
     if not profile.pretrain:
         log(f"profile {profile.profile!r} has no generic pre-training (`pretrain: null`): no base to probe")
         return None
     seed = profile.seeds[0] if seed is None else seed
-    spec = runs.pretrain_spec(profile)
-    base = Path(runs.base_model(profile, seed))
+    spec = runs.pretrain_spec(profile, task)
+    base = Path(runs.base_model(profile, seed, task=task))
     seen = {json.loads(line)["input"] for line in dataset(spec, seed, where(profile, "data")).read_text().splitlines()}
     records = skill_records(spec, lengths or probe_lengths(spec["max_length"]), n, seed, seen)
     runs.use_threads(profile)
@@ -87,10 +89,32 @@ def base_skills(profile, seed: int | None = None, n: int = 10, lengths=None, log
         for name in SCORES:
             right, total = sum(s[name] for s in scores), len(scores)
             lo, hi = wilson(right, total)
-            rows.append({"operation": operation, "kind": kind, "length": length,
+            rows.append({"base": base_task(profile, task) or "shared", "operation": operation, "kind": kind, "length": length,
                          "in_range": length <= trained_longest(spec["max_length"], kind), "score": name,
                          "right": right, "total": total, "accuracy": right / total, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
+
+
+def bases(profile) -> list[str | None]:
+    """The profile's bases of one seed, by task: None (the shared one), then each task with its own
+    (`pretrain.by_task`)."""
+    return [None, *(profile.pretrain.by_task if profile.pretrain else {})]
+
+
+def base_skills_of(profile, tasks, seed: int | None = None, n: int = 10, lengths=None, log=print):
+    """base_skills of each base (`bases`), one table (column base); None without generic pre-training."""
+    import pandas as pd
+
+    tables = [base_skills(profile, seed, n, lengths, log, task) for task in tasks]
+    return None if tables[0] is None else pd.concat(tables, ignore_index=True)
+
+
+def max_length_of(profile, task: str | None = None) -> int:
+    return pretrain_for(profile, task).max_length
+
+
+def figure_name(task: str | None) -> str:
+    return "base_skills" + (f"_{task}" if task else "")
 
 
 def plot_base_skills(df, max_length: int):

@@ -3,7 +3,6 @@ the model's positions, limits in the model's tokens, a static-cache decoder that
 trained recipe's memory (and an out-of-memory said as such), the evaluation base loaded once in its dtype and
 freed before the next, paths made absolute before the notebooks start, one device without a launcher, bf16 and the
 training device checked, `threads` honoured. Every test names what it caught in the code before issue 27."""
-import json
 import random
 import subprocess
 from pathlib import Path
@@ -324,7 +323,7 @@ def test_the_training_device_is_a_checked_recipe_key_outside_the_cache_key(tmp_p
 def test_threads_are_honoured_by_every_notebook_and_the_memory_child(tmp_path, tiny_dir):
     """Before: notebook 02 trained and the memory child measured with torch's default threads."""
     from retune.notebook import setup
-    from retune.profiles import parameters
+    from retune.reproduce import parameters
 
     torch.set_num_threads(2)
     try:

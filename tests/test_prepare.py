@@ -1,6 +1,5 @@
 """Training and evaluating side by side before the notebooks (retune.executors.run_local over retune.plan), the lock that keeps two
 processes from making one result twice, the studies' own seeds and the validation stream of problems."""
-import json
 import multiprocessing
 import time
 

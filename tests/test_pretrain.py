@@ -80,3 +80,28 @@ def test_fine_tuning_starts_from_the_cached_base_with_rehearsal(tmp_path):
 def test_mix_outside_the_unit_interval_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"pretrain.mix: must be in \[0, 1\), got 1.0"):  # when the profile loads
         smoke_with_pretraining(tmp_path, mix=1.0)
+
+
+@pytest.mark.slow
+def test_a_task_with_its_own_base_trains_and_rehearses_from_it_and_leaves_the_others_alone(tmp_path):
+    from retune.plan import Piece, needs, plan
+
+    own = {"surfaces": "many", "multiline": 0.3, "train": {"max_steps": 3}}
+    profile = load_profile(smoke_with_pretraining(tmp_path).to_dict(), {"pretrain": {"by_task": {"parity": own}}})
+    shared = runs.base_model(smoke_with_pretraining(tmp_path), seed=0)
+    assert runs.base_model(profile, seed=0) == runs.base_model(profile, seed=0, task="addition") == shared
+    parity_base = runs.base_model(profile, seed=0, task="parity")
+    assert parity_base != shared
+    assert json.loads((tmp_path / "runs" / parity_base.split("/")[-1] / "run.json").read_text())["config"][
+        "max_steps"] == 3
+    parity = runs.describe(profile, runs.spec_for(profile, "parity", "retuning", 0))
+    addition = runs.describe(profile, runs.spec_for(profile, "addition", "retuning", 0))
+    assert (parity.base, addition.base) == (parity_base, shared)
+    rehearsed = data.read_manifest(parity.datasets[1])["parameters"]
+    assert (rehearsed["surfaces"], rehearsed["multiline"]) == ("many", 0.3)
+    assert "surfaces" not in data.read_manifest(addition.datasets[1])["parameters"]
+    first, pieces = plan(profile)
+    assert {p for p in first if p.kind == "base"} == {Piece("base", 0), Piece("base", 0, task="parity")}
+    by_task = {p.run.task: needs(profile, p) for p in pieces}
+    assert by_task["parity"] == Piece("base", 0, task="parity") and by_task["addition"] == Piece("base", 0)
+    assert str(by_task["parity"]) == "base parity seed 0"

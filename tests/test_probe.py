@@ -42,6 +42,12 @@ def test_step_accuracy_counts_each_kind_per_size():
         assert by[(s, "combine")]["ci_high"] > 0.0  # a Wilson interval, not a point
 
 
+@pytest.mark.parametrize("method", ["baseline", "scratchpad", "recursive"])
+def test_the_step_probe_refuses_a_method_without_steps_by_name(method):
+    with pytest.raises(ValueError, match=rf"^method: the step probe needs a recursive method \(retuning.*got '{method}'"):
+        probe.step_accuracy("parity", None, [4], 2, method=method)
+
+
 def test_probe_sizes_step_and_keep_the_largest():
     sizes = lambda **spec: probe.probe_sizes(load_profile("smoke", {"step_probe": spec}))  # noqa: E731
     assert sizes(sizes=[2, 16], every=2) == [2, 4, 6, 8, 10, 12, 14, 16]

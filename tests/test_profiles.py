@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from retune.profiles import (PROFILES_DIR, Profile, ProfileError, Recipe, TrainSection, build, check, load_profile, merge,
-                             parse_sets)
+from retune.profiles import (PROFILES_DIR, Profile, ProfileError, Recipe, TrainSection, base_task, build, check,
+                             load_profile, merge, parse_sets, pretrain_for)
 
 
 def test_profiles_merge_over_the_defaults_and_later_wins(tmp_path):
@@ -70,6 +70,16 @@ def test_an_unknown_key_is_named_with_the_allowed_ones_and_the_closest(over, mes
      r"^unknown key 'lrr' in train.by_task.parity.retuning; did you mean 'lr'\?"),
     ({"train": {"by_task": {"parity": {"retuning": 3}}}},
      r"^train.by_task.parity.retuning: expected a mapping of recipe keys, got 3$"),
+    ({"pretrain": {"by_task": {"sorting": {"examples": 9}}}}, r"^pretrain.by_task: unknown 'sorting'; allowed: "),
+    ({"pretrain": {"by_task": {"parity": {"multiline": 1.5}}}},
+     r"^pretrain.by_task.parity.multiline: must be in \[0, 1\), got 1.5$"),
+    ({"pretrain": {"by_task": {"parity": {"surfaces": "all"}}}},
+     r"^pretrain.by_task.parity.surfaces: unknown 'all'; allowed: one, many$"),
+    ({"pretrain": {"by_task": {"parity": {"train": {"max_step": 9}}}}},
+     r"^unknown key 'max_step' in pretrain.by_task.parity.train; did you mean 'max_steps'\?"),
+    ({"pretrain": {"by_task": {"parity": {"examples": "many"}}}},
+     r"^pretrain.by_task.parity.examples: expected an integer, got 'many'$"),
+    ({"pretrain": {"by_task": {"parity": 3}}}, r"^pretrain.by_task.parity: expected a mapping, got 3$"),
 ])
 def test_a_wrong_value_names_the_key_the_value_and_the_expected_type(over, message):
     with pytest.raises(ProfileError, match=message):
@@ -135,3 +145,18 @@ def test_eval_cli_refuses_bad_arguments_in_one_line(argv, named):
     done = subprocess.run([sys.executable, "-m", "retune.cli", "eval", "--profile", "smoke", *argv],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
+
+
+def test_a_task_with_its_own_base_merges_its_keys_over_the_shared_pretraining():
+    shared = {"examples": 64, "surfaces": "one", "train": {"max_steps": 4, "lr": 2.0e-3}}
+    profile = load_profile("smoke", {"pretrain": shared | {"by_task": {"parity": {
+        "surfaces": "many", "multiline": 0.4, "train": {"max_steps": 9}}}}})
+    own = pretrain_for(profile, "parity")
+    assert (own.surfaces, own.multiline, own.examples) == ("many", 0.4, 64)  # examples kept from the shared one
+    assert (own.train.max_steps, own.train.lr) == (9, 2.0e-3)  # train merged key by key
+    assert own.by_task == {}
+    plain = load_profile("smoke", {"pretrain": shared})
+    assert pretrain_for(profile, "addition") == pretrain_for(profile, None) == pretrain_for(plain, "addition")
+    assert (base_task(profile, "parity"), base_task(profile, "addition"), base_task(plain, "parity")) == \
+        ("parity", None, None)
+    assert pretrain_for(load_profile("smoke"), "parity") is None

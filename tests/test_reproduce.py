@@ -7,7 +7,8 @@ import nbformat
 import pytest
 
 from retune import reproduce as rp
-from retune.profiles import available, from_parameters, load_profile
+from retune.notebook import from_parameters
+from retune.profiles import available, load_profile
 
 pytest.importorskip("papermill")
 

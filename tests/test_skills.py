@@ -63,3 +63,18 @@ def test_a_profile_without_pretraining_has_no_base_to_probe(tmp_path):
     said = []
     assert skills.base_skills(load_profile("smoke"), log=said.append) is None
     assert "no generic pre-training" in said[0]
+
+
+@pytest.mark.slow
+def test_a_task_with_its_own_base_gets_its_own_rows_and_figure(tmp_path):
+    paths = {"paths": {k: str(tmp_path / k) for k in ("data", "runs", "results", "figures")}}
+    spec = {"examples": 64, "max_length": 6, "train": {"max_steps": 2, "batch_size": 16},
+            "by_task": {"parity": {"surfaces": "many", "max_length": 8}}}
+    profile = load_profile("smoke", paths, {"pretrain": spec})
+    bases = skills.bases(profile)
+    assert bases == [None, "parity"] and [skills.figure_name(t) for t in bases] == ["base_skills", "base_skills_parity"]
+    assert [skills.max_length_of(profile, t) for t in bases] == [6, 8]
+    table = skills.base_skills_of(profile, bases, n=2, lengths=[2, 7])
+    assert set(table["base"]) == {"shared", "parity"}
+    in_range = table[(table["kind"] == "digits") & (table["length"] == 7)].groupby("base")["in_range"].first()
+    assert not in_range["shared"] and in_range["parity"]  # each base's own pre-training range
