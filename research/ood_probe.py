@@ -12,12 +12,13 @@ import json
 import time
 from pathlib import Path
 
+import jsonlog
 from retune import pipeline, runs
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
 from retune.tasks import METHODS
 
-LOG = Path(__file__).resolve().parent / "logs" / "ood_probe.jsonl"
+LOG = jsonlog.LOGS / "ood_probe.jsonl"
 
 
 def overrides(args) -> dict:
@@ -99,10 +100,7 @@ def main():
     out = {k: v for k, v in vars(args).items() if k != "threads"} | {
         "top": top, "train_seconds": round(m["train_seconds"]), "wall_seconds": round(time.time() - start),
         "final_loss": (m.get("losses") or [[None, None]])[-1][1], "steps_by_size": table, "run": run.name}
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("a") as f:
-        f.write(json.dumps(out) + "\n")
-    print(json.dumps(out))
+    jsonlog.append(LOG, out)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ on nothing out of distribution). Appends one JSON line to research/logs/recipe.j
 import argparse
 import json
 import time
-from pathlib import Path
 
+import jsonlog
 from retune import pipeline, runs
 from retune.profiles import load_profile
 
-LOG = Path(__file__).resolve().parent / "logs" / "recipe.jsonl"
+LOG = jsonlog.LOGS / "recipe.jsonl"
 
 
 def main():
@@ -81,10 +81,7 @@ def main():
            "final_loss": (m.get("losses") or [[None, None]])[-1][1],
            "id_exact": round(sum(t.correct for t in traces) / max(len(traces), 1), 3), "n": len(traces),
            "by_size": {k: round(sum(v) / len(v), 2) for k, v in sorted(by_size.items())}, "run": run.name}
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("a") as f:
-        f.write(json.dumps(out) + "\n")
-    print(json.dumps(out))
+    jsonlog.append(LOG, out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+import jsonlog
 from smol_curve import LOG, curve_data
 
 from retune import presets, train
@@ -83,8 +84,7 @@ def main():
             "batch": args.batch, "top": args.top, "seed": args.seed, "threads": args.threads, "n": args.n,
             "step": start_step + args.steps, "loss": (m.get("losses") or [[None, None]])[-1][1],
             "wall_seconds": round(time.time() - start), "run": run.name, "rows": rows}
-    with LOG.open("a") as f:
-        f.write(json.dumps(line) + "\n")
+    jsonlog.append(LOG, line, echo=False)
     print({k: [round(r["accuracy"], 2) for r in rows if r["kind"] == k] for k in ("call", "combine", "base")})
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+import jsonlog
 from retune import runs
 from retune import presets, train
 from retune.generators import HFGenerator
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
 
-LOG = Path(__file__).resolve().parent / "logs" / "smol_curve.jsonl"
+LOG = jsonlog.LOGS / "smol_curve.jsonl"
 
 
 def logged_steps() -> set[int]:
@@ -47,9 +48,7 @@ class StepProbe(TrainerCallback):
         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         line = dict(self.meta, step=state.global_step, loss=loss, probe_seconds=round(time.time() - t),
                     wall_seconds=round(time.time() - self.start), rows=rows)
-        LOG.parent.mkdir(parents=True, exist_ok=True)
-        with LOG.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        jsonlog.append(LOG, line, echo=False)
         summary = {k: [round(r["accuracy"], 2) for r in rows if r["kind"] == k] for k in ("call", "combine", "base")}
         print(f"step {state.global_step} loss {loss}: {summary}", flush=True)
 

@@ -8,15 +8,15 @@ research/logs/smol_decode.jsonl (accuracy and the first error's kind by size) an
     python research/smol_decode.py runs/<run> [--sizes 2 4 ... 16] [--n 10] [--method retuning]
 """
 import argparse
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
+import jsonlog
 from retune import pipeline
 from retune.profiles import load_profile
 
-LOG = Path(__file__).resolve().parent / "logs" / "smol_decode.jsonl"
+LOG = jsonlog.LOGS / "smol_decode.jsonl"
 
 
 def main():
@@ -48,10 +48,7 @@ def main():
             "accuracy": {s: round(sum(c) / len(c), 2) for s, c in sorted(by_size.items())},
             "right": {s: sum(c) for s, c in sorted(by_size.items())}, "total": {s: len(c) for s, c in sorted(by_size.items())},
             "first_errors": {s: dict(c) for s, c in sorted(errors.items())}, "decode_seconds": round(time.time() - start)}
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("a") as f:
-        f.write(json.dumps(line) + "\n")
-    print(json.dumps(line))
+    jsonlog.append(LOG, line)
 
 
 if __name__ == "__main__":
