@@ -23,7 +23,7 @@ LOG = jsonlog.LOGS / "ood_probe.jsonl"
 
 def overrides(args) -> dict:
     pretrain = {"surfaces": args.surfaces, "multiline": args.multiline, "mix": args.mix,
-                "train": {"max_steps": args.pretrain_steps}}
+                "train": {"max_steps": args.pretrain_steps}, **({"heads": args.heads} if args.heads else {})}
     if args.pretrain_examples:
         pretrain["examples"] = args.pretrain_examples
     lora = {"r": args.lora, "lora_alpha": args.lora, "target_modules": "all-linear"} if args.lora else False
@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--method", default="retuning")
     ap.add_argument("--surfaces", default="many", help="one or many (retune.pretrain)")
     ap.add_argument("--multiline", type=float, default=0.0, help="share of multi-line recall examples")
+    ap.add_argument("--heads", type=float, default=0.0,
+                    help="share of multi-line first-items requests (retune.pretrain.heads)")
     ap.add_argument("--mix", type=float, default=0.15, help="rehearsal share in fine-tuning")
     ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--pretrain-examples", type=int, default=0, help="generic examples (0: the cpu profile's)")

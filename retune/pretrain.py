@@ -4,7 +4,8 @@ A pretrained LLaMA can already read and copy digit strings far longer than anyth
 model trained from scratch cannot, and that is what breaks its recursion out of distribution (research/RESULTS.md). So before
 fine-tuning, the tiny model learns string skills the three tasks lean on, on lengths well past the fine-tuning
 range, in formats unlike the tasks' prompts: copy a sequence, drop its first item, drop the first item of two
-sequences at once, put an item in front. Sequences are digit strings, bit lists and small-integer lists.
+sequences at once, put an item in front, and (opt-in) name the first items of two sequences on a line above.
+Sequences are digit strings, bit lists and small-integer lists.
 
 The base is an ordinary finished run (retune.train), cached under its key like every trained model; fine-tuning
 starts from its weights (full fine-tuning unless the profile asks for LoRA).
@@ -75,6 +76,8 @@ def many_surfaces(operation: str, kind: str, length: int, rng: random.Random) ->
 
 
 FIELD_WORDS = ("Flag", "Mark", "Bit", "Value", "Digits", "Rest", "Tail", "Body")
+LABELS = ("Note", "Memo", "Line", "Item", "Got", "Seen")
+HEADS_ASKS = ("Firsts of {t}", "{t} heads", "Leading items of {t}")
 
 
 def recall(kind: str, length: int, rng: random.Random) -> dict:
@@ -82,7 +85,7 @@ def recall(kind: str, length: int, rng: random.Random) -> dict:
     from one or more lines above, to put an item in front of it, or (two-field lines, the shape of a recursive
     answer: a flag, then a sequence) to rewrite its flag and put an item in front, e.g.
     `Note: 5512\nMemo: Mark 1, Body 90\nMemo with Mark 0 and 3 first: ` -> `Mark 0, Body 390`."""
-    labels = rng.sample(("Note", "Memo", "Line", "Item", "Got", "Seen"), rng.randint(2, 4))
+    labels = rng.sample(LABELS, rng.randint(2, 4))
     rows = {lab: show(kind, sequence(kind, length if lab == labels[0] else rng.randint(2, length), rng))
             for lab in labels}
     target, seq = labels[0], sequence(kind, length, rng)
@@ -104,6 +107,21 @@ def recall(kind: str, length: int, rng: random.Random) -> dict:
             "kind": kind, "size": length}
 
 
+def heads(kind: str, length: int, rng: random.Random) -> dict:
+    """A multi-line record: 2-4 labelled lines, one of them two sequences of `length` items, then a request for
+    the first item of each. A recursive combination has that shape: it reads the leading items of a problem
+    written lines above its return. E.g. `Memo: 55\nNote: 4821 ; 9073\nFirsts of Note: ` -> `4 ; 9`."""
+    labels = rng.sample(LABELS, rng.randint(2, 4))
+    rows = {lab: show(kind, sequence(kind, rng.randint(2, length), rng)) for lab in labels[1:]}
+    a, b, sep = sequence(kind, length, rng), sequence(kind, length, rng), rng.choice(MANY_SEPARATORS)
+    rows[labels[0]] = f"{show(kind, a)}{sep}{show(kind, b)}"
+    ask = rng.choice(HEADS_ASKS).format(t=labels[0])
+    rng.shuffle(labels)
+    lines = "\n".join(f"{lab}: {rows[lab]}" for lab in labels)
+    return {"input": f"{lines}\n{ask}: ", "output": f"{a[0]}{sep}{b[0]}", "task": "generic", "method": "heads",
+            "kind": kind, "size": length}
+
+
 def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
     """One generic record in the one-surface format, e.g. `behead both: 4821 ; 9073\n>> ` -> `821 ; 073`."""
     x, y, item = operands(operation, kind, length, rng, SEPARATORS)
@@ -113,20 +131,23 @@ def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
 
 
 def record(operation: str, kind: str, length: int, rng: random.Random, surfaces: str = "one") -> dict:
-    """One generic record as a base with these `surfaces` is trained on; operation "recall" is a multi-line one."""
-    if operation == "recall":
-        return recall(kind, length, rng)
+    """One generic record as a base with these `surfaces` is trained on; operations "recall" and "heads" are
+    multi-line ones."""
+    if operation in ("recall", "heads"):
+        return {"recall": recall, "heads": heads}[operation](kind, length, rng)
     return many_surfaces(operation, kind, length, rng) if surfaces == "many" else example(operation, kind, length, rng)
 
 
-def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0) -> list[dict]:
+def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str = "one", multiline: float = 0.0,
+                  heads: float = 0.0) -> list[dict]:
     """`examples` records, operations and sequence kinds equally likely, lengths uniform in 2..max_length (half
     that for integer lists, whose items are several characters: DP out of distribution needs 10). `surfaces`
-    "many" writes each record in a random surface; a share `multiline` of the records are multi-line recalls."""
+    "many" writes each record in a random surface; a share `multiline` of the records are multi-line recalls and
+    a share `heads` multi-line first-items requests (a set without them draws exactly as before they existed)."""
     if surfaces not in SURFACES:
         raise ValueError(f"pretrain surfaces must be one of {', '.join(SURFACES)}; got {surfaces!r}")
-    if not 0 <= multiline < 1:
-        raise ValueError(f"pretrain multiline must be in [0, 1); got {multiline}")
+    if not (0 <= multiline < 1 and 0 <= heads < 1 and multiline + heads < 1):
+        raise ValueError(f"pretrain multiline and heads must be in [0, 1) with a sum below 1; got {multiline}, {heads}")
     if examples < 1:
         raise ValueError(f"pretrain examples must be >= 1; got {examples}")
     if max_length < 2:
@@ -139,24 +160,28 @@ def build_records(examples: int, max_length: int, seed: int = 0, surfaces: str =
         length = rng.randint(2, longest)
         if multiline and rng.random() < multiline:
             operation = "recall"
+        elif heads and rng.random() < heads / (1 - multiline):  # of what recalls leave: `heads` of the total
+            operation = "heads"
         out.append(record(operation, kind, length, rng, surfaces))
     return out
 
 
 def dataset(spec: dict, seed: int, data_dir: Path, build: bool = True) -> Path | None:
-    """The pre-training set of `spec` ({examples, max_length, surfaces, multiline}) for `seed`, written once with
-    its manifest; with build False, None unless it is on disk."""
-    surfaces, multiline = spec.get("surfaces", "one"), spec.get("multiline", 0.0)
-    variant = ("" if surfaces == "one" else f"-{surfaces}") + (f"-ml{multiline:g}" if multiline else "")
+    """The pre-training set of `spec` ({examples, max_length, surfaces, multiline, heads}) for `seed`, written once
+    with its manifest; with build False, None unless it is on disk."""
+    surfaces, multiline, share = spec.get("surfaces", "one"), spec.get("multiline", 0.0), spec.get("heads", 0.0)
+    variant = (("" if surfaces == "one" else f"-{surfaces}") + (f"-ml{multiline:g}" if multiline else "")
+               + (f"-hd{share:g}" if share else ""))
     path = Path(data_dir) / f"pretrain-generic{variant}-len{spec['max_length']}-n{spec['examples']}-s{seed}.jsonl"
     if data.verified(path) is None:
         if not build:
             return None
-        records = build_records(spec["examples"], spec["max_length"], seed, surfaces, multiline)
+        records = build_records(spec["examples"], spec["max_length"], seed, surfaces, multiline, share)
         data.write(records, path, {"task": "generic", "method": "pretrain", "seed": seed,
                                    "examples": spec["examples"], "max_length": spec["max_length"],
                                    **({"surfaces": surfaces} if surfaces != "one" else {}),
-                                   **({"multiline": multiline} if multiline else {})})
+                                   **({"multiline": multiline} if multiline else {}),
+                                   **({"heads": share} if share else {})})
     return path
 
 

@@ -5,11 +5,9 @@ merges profiles/<name>.yaml, then every further name, YAML path or dict, over th
 key by key, anything else is replaced). The result is checked before any work starts: an unknown key, a value of
 the wrong type or out of range, a key written twice, each named with what is allowed there.
 
-Sections: `model` (what is fine-tuned), `pretrain` (optional generic pre-training of the tiny base), `train` (the
-fine-tuning recipe and the training data), `eval` (problems, batching, device and dtype of evaluation), `limits`
-(the decoder's limits), `studies` (the grids of notebooks 06-08), `paths` (where things are cached and written),
-`executor` (who does the work before the notebooks: processes here, one per GPU, or a Slurm job array).
-
+Sections: `model` (what is fine-tuned), `pretrain` (generic pre-training of the tiny base), `train` (fine-tuning
+recipe, data), `eval` (problems, batching, device, dtype), `limits` (the decoder's), `studies` (notebooks 06-08's
+grids), `paths` (caches, outputs), `executor` (who works before the notebooks: processes, one per GPU, or Slurm).
 A low layer: it imports only the plain dataclasses of tasks, model and decode, so every layer above can use it.
 """
 from __future__ import annotations
@@ -92,6 +90,7 @@ class PretrainSection:
     mix: float = 0.0  # share of generic examples mixed into every fine-tuning set (rehearsal); 0 = none
     surfaces: str = "one"  # "one" prompt format per operation, or "many" (keywords, layouts, separators vary)
     multiline: float = 0.0  # share of multi-line recalls (repeat a labelled line from above, or an item put first)
+    heads: float = 0.0  # share of multi-line requests for the first items of two sequences on a line above
     train: Recipe = field(default_factory=Recipe)  # the pre-training recipe
     by_task: dict[str, dict] = field(default_factory=dict)  # a task's own base: keys over the ones above, e.g.
     #                               {parity: {surfaces: many}} (its runs start from it and rehearse its generic set)
@@ -279,9 +278,10 @@ def _check_pretrain(section: PretrainSection, where: str) -> None:
     _choices(f"{where}.surfaces", [section.surfaces], SURFACES)
     at_least(f"{where}.examples", section.examples, 1)
     at_least(f"{where}.max_length", section.max_length, 1)
-    for key in ("mix", "multiline"):
-        if not 0 <= getattr(section, key) < 1:
-            raise ProfileError(f"{where}.{key}: must be in [0, 1), got {getattr(section, key)}")
+    for key, value in (("mix", section.mix), ("multiline", section.multiline), ("heads", section.heads),
+                       ("multiline + heads", section.multiline + section.heads)):
+        if not 0 <= value < 1:
+            raise ProfileError(f"{where}.{key}: must be in [0, 1), got {value}")
 
 
 def _check_names(p: Profile) -> None:

@@ -46,7 +46,7 @@ def skill_records(spec: dict, lengths, n: int, seed: int, seen: set[str] = froze
     pretrain section), drawn apart from pre-training's stream; prompts in `seen` (trained) are skipped, so a group with few distinct
     prompts (two-bit lists) has fewer, or none."""
     rng = random.Random(f"skills/{seed}")
-    operations = OPERATIONS + (("recall",) if spec.get("multiline") else ())
+    operations = OPERATIONS + (("recall",) if spec.get("multiline") else ()) + (("heads",) if spec.get("heads") else ())
     out = []
     for operation in operations:
         for kind in KINDS:

@@ -105,3 +105,36 @@ def test_a_task_with_its_own_base_trains_and_rehearses_from_it_and_leaves_the_ot
     by_task = {p.run.task: needs(profile, p) for p in pieces}
     assert by_task["parity"] == Piece("base", 0, task="parity") and by_task["addition"] == Piece("base", 0)
     assert str(by_task["parity"]) == "base parity seed 0"
+
+
+def first_items_asked(prompt: str) -> str:
+    """An independent reading of a first-items request: the named line's two sequences, their first items."""
+    *lines, ask = prompt.removesuffix(": ").split("\n")
+    label = re.fullmatch(r"(?:Firsts of |Leading items of )?(\w+)(?: heads)?", ask).group(1)
+    line = next(line.split(": ", 1)[1] for line in lines if line.startswith(label + ": "))
+    if line.startswith("["):  # two lists: the separator is what lies between "]" and "["
+        end = line.index("]") + 1
+        sep = line[end:line.index("[", end)]
+        a, b = line[:end], line[end + len(sep):]
+    else:
+        sep = re.search(r"\D+", line).group(0)
+        a, b = line.split(sep)
+    return items(a)[0] + sep + items(b)[0]
+
+
+def test_first_items_requests_answer_the_named_lines_leading_items_in_their_share():
+    records = pretrain.build_records(4000, 24, seed=2, surfaces="many", multiline=0.3, heads=0.2)
+    asked = [r for r in records if r["method"] == "heads"]
+    assert 0.17 < len(asked) / len(records) < 0.23  # of the total, not of what the recalls leave
+    assert 0.27 < sum(r["method"].startswith("recall") for r in records) / len(records) < 0.33
+    assert {r["kind"] for r in asked} == set(pretrain.KINDS) and max(r["size"] for r in asked) == 24
+    for r in asked:
+        assert r["output"] == first_items_asked(r["input"]), r
+
+
+def test_a_set_without_first_items_requests_draws_as_before_and_the_share_names_its_file(tmp_path):
+    assert pretrain.build_records(300, 12, 0, "many", 0.4) == pretrain.build_records(300, 12, 0, "many", 0.4, 0.0)
+    spec = {"examples": 20, "max_length": 6, "surfaces": "many", "multiline": 0.4, "heads": 0.2}
+    assert pretrain.dataset(spec, 0, tmp_path).name == "pretrain-generic-many-ml0.4-hd0.2-len6-n20-s0.jsonl"
+    with pytest.raises(ValueError, match="multiline and heads"):
+        pretrain.build_records(10, 6, 0, "many", 0.6, 0.4)

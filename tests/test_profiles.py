@@ -73,6 +73,7 @@ def test_an_unknown_key_is_named_with_the_allowed_ones_and_the_closest(over, mes
     ({"pretrain": {"by_task": {"sorting": {"examples": 9}}}}, r"^pretrain.by_task: unknown 'sorting'; allowed: "),
     ({"pretrain": {"by_task": {"parity": {"multiline": 1.5}}}},
      r"^pretrain.by_task.parity.multiline: must be in \[0, 1\), got 1.5$"),
+    ({"pretrain": {"multiline": 0.5, "heads": 0.5}}, r"^pretrain.multiline \+ heads: must be in \[0, 1\), got 1.0$"),
     ({"pretrain": {"by_task": {"parity": {"surfaces": "all"}}}},
      r"^pretrain.by_task.parity.surfaces: unknown 'all'; allowed: one, many$"),
     ({"pretrain": {"by_task": {"parity": {"train": {"max_step": 9}}}}},

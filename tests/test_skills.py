@@ -78,3 +78,10 @@ def test_a_task_with_its_own_base_gets_its_own_rows_and_figure(tmp_path):
     assert set(table["base"]) == {"shared", "parity"}
     in_range = table[(table["kind"] == "digits") & (table["length"] == 7)].groupby("base")["in_range"].first()
     assert not in_range["shared"] and in_range["parity"]  # each base's own pre-training range
+
+
+def test_a_base_trained_on_first_items_requests_is_probed_on_them_too():
+    spec = {"surfaces": "many", "multiline": 0.4, "heads": 0.2, "max_length": 12}
+    records = skills.skill_records(spec, [4, 16], n=2, seed=0)
+    assert {r["operation"] for r in records} == set(pretrain.OPERATIONS) | {"recall", "heads"}
+    assert all(r["method"] == "heads" for r in records if r["operation"] == "heads")
