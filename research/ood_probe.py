@@ -30,6 +30,8 @@ def overrides(args) -> dict:
     task_over = {"max_steps": args.steps, args.method: {"lora": lora}}
     if args.loss_mean:
         task_over[args.method]["loss_mean"] = args.loss_mean
+    if args.frozen:
+        task_over[args.method]["frozen_layers"] = args.frozen
     return {"paths": {"data": "runs/probe-data"}, "pretrain": pretrain,
             "train": {"by_task": {args.task: task_over}}}
 
@@ -72,6 +74,8 @@ def main():
                     help="probe the base's skills first (retune.skills), into research/logs/base_skills_<base>.csv")
     ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tuning)")
+    ap.add_argument("--frozen", type=int, default=0,
+                    help="full fine-tuning with the embeddings and the lowest N decoder layers frozen")
     ap.add_argument("--loss-mean", default=None)
     ap.add_argument("--n", type=int, default=20, help="validation problems per size")
     ap.add_argument("--every", type=int, default=2)

@@ -359,3 +359,14 @@ def with_lora(model, lora=True):
     from peft import get_peft_model
 
     return get_peft_model(model, lora_config(lora))
+
+
+def freeze_lower(model, layers: int):
+    """Keep the input embeddings and the lowest `layers` decoder layers of a LLaMA-style model at their weights
+    (full fine-tuning trains the rest): what a base learned low down, such as reading positions, stays as it was."""
+    decoder = model.get_decoder()
+    if not 0 <= layers <= len(decoder.layers):
+        raise ValueError(f"frozen_layers must be in 0..{len(decoder.layers)} (the model's decoder layers); got {layers}")
+    for module in [decoder.embed_tokens, *decoder.layers[:layers]] if layers else []:
+        module.requires_grad_(False)
+    return model

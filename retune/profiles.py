@@ -58,6 +58,7 @@ class Recipe:
     loss_mean: str = "token"  # "token": every target token of a batch weighs the same (transformers' default);
     #                           "example": each example's mean token loss, averaged over the batch, so a one-token
     #                           step (Re-Tuning's combination) weighs as much as a 50-token call
+    frozen_layers: int = 0  # full fine-tuning: N > 0 keeps the embeddings and the lowest N decoder layers as they are
     processes: int = 1  # data-parallel processes training one run (torchrun, the Trainer's DDP; a GPU each, or gloo
     #                     on CPU), each with batch_size / processes of every batch: the recipe's global batch and order
 
@@ -222,8 +223,7 @@ class Profile:
 
     @classmethod
     def sections(cls) -> dict[str, type]:
-        """The section dataclasses by name (pretrain's, behind its Optional, included): where an unknown
-        top-level key may belong."""
+        """The section dataclasses by name (pretrain's included): where an unknown top-level key may belong."""
         out = {}
         for name, hint in typing.get_type_hints(cls).items():
             options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
@@ -239,9 +239,8 @@ def _choices(where: str, values, allowed) -> None:
 
 
 def check(p: Profile) -> Profile:
-    """What types alone cannot say, every range included, so a bad value is named before anything is built,
-    trained or written: names that must exist, sizes per task, seeds, counts, every recipe, the tiny model's
-    shape, device and dtype. (What this machine must offer: retune.runcheck.check_machine.)"""
+    """What types alone cannot say (names, sizes per task, seeds, counts, every recipe, the tiny model, device and
+    dtype), named before anything is built; what this machine must offer: retune.runcheck.check_machine."""
     _check_names(p)
     _check_sizes(p)
     for where, seeds in (("seeds", p.seeds), ("studies.seeds", p.studies.seeds or [])):
@@ -346,15 +345,15 @@ def recipes(p: Profile) -> list[tuple[str, Recipe]]:
 
 
 def check_recipe(recipe: Recipe, where: str = "train") -> Recipe:
-    """Every range of a recipe. Let through, a bad value failed only after a model was built and a run directory
-    written (batch_size 0, a negative warm-up, an unknown schedule), or worse, trained: an infinite lr cached a
-    run of NaN weights, epochs 0 a "finished" run of 0 steps."""
+    """Every range of a recipe, named before a model is built or a run directory written (let through, an infinite
+    lr once cached a run of NaN weights, epochs 0 a "finished" run of 0 steps)."""
     for key in ("batch_size", "grad_accum", "save_steps", "logging_steps", "max_length"):
         at_least(f"{where}.{key}", getattr(recipe, key), 1)
     if recipe.processes < 1 or recipe.batch_size % recipe.processes:
         raise ProfileError(f"{where}.processes: must be >= 1 and divide batch_size ({recipe.batch_size}): each "
                            f"process takes an equal share of every batch; got {recipe.processes}")
     at_least(f"{where}.warmup_steps", recipe.warmup_steps, 0)
+    at_least(f"{where}.frozen_layers", recipe.frozen_layers, 0)
     positive_finite(f"{where}.lr", recipe.lr)
     positive_finite(f"{where}.weight_decay", recipe.weight_decay, zero=True)
     positive_finite(f"{where}.max_grad_norm", recipe.max_grad_norm, zero=True)  # 0: no clipping
@@ -366,6 +365,8 @@ def check_recipe(recipe: Recipe, where: str = "train") -> Recipe:
     check_dtype(recipe.dtype, f"{where}.dtype")
     check_training_device(recipe.device, recipe.bf16, where)
     check_lora(recipe.lora, where)
+    if recipe.frozen_layers and recipe.lora:  # LoRA freezes every base weight already
+        raise ProfileError(f"{where}.frozen_layers: for full fine-tuning (lora: false), got lora {recipe.lora!r}")
     if isinstance(recipe.bf16, str) and recipe.bf16 != "auto":
         raise ProfileError(f"{where}.bf16: expected auto, true or false, got {recipe.bf16!r}")
     return recipe
@@ -392,8 +393,7 @@ def profile_path(name_or_path: str | Path, directory: Path | str = PROFILES_DIR)
 
 
 def merged(name_or_path: str | Path | dict, *more: str | Path | dict, directory: Path | str = PROFILES_DIR) -> dict:
-    """The mapping of each named profile / YAML path / dict merged in order (the later wins), before checking.
-
+    """The mapping of each named profile / YAML path / dict merged in order (the later wins), before checking;
     `profile` (the name results are filed under) defaults to the stem of the last named profile."""
     out: dict[str, Any] = {}
     for item in (name_or_path, *more):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 from . import data
 from .files import file_sha256, locked, versions, write_json
 from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
-                    torch_dtype, with_lora)
+                    freeze_lower, torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
 from .runcheck import check_inputs, check_source, damaged, discard, out_of_space, read_run, record_files
@@ -51,7 +51,7 @@ class TrainConfig(Recipe):
 NOT_IN_KEY = ("save_steps", "threads", "logging_steps", "progress", "processes", "device")
 LAUNCHED = "RETUNE_DISTRIBUTED_RUN"  # set for the processes torchrun starts for one run: that run's directory
 # Keys added after runs were cached: left out of the key while at these defaults, so older runs keep their keys.
-LATER_DEFAULTS = {"loss_mean": "token"}
+LATER_DEFAULTS = {"loss_mean": "token", "frozen_layers": 0}
 
 
 def key_config(config: dict) -> dict:
@@ -278,8 +278,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         model, tok = load_base(model_source, model_config, config.dtype)
 
         lora = use_lora(config, kind)
-        if lora:
-            model = with_lora(model, lora)
+        model = with_lora(model, lora) if lora else freeze_lower(model, config.frozen_layers)
         records = [r for p in paths for r in read_jsonl(p)]
         examples, dropped = tokenize(records, tok, config.max_length)
         if not examples:

@@ -15,6 +15,8 @@ import torch
 from retune import train as T
 from retune import files, trainer
 from retune.model import char_tokenizer, encode_context, encode_example
+from retune.profiles import load_profile
+from retune.settings import ProfileError
 
 torch.set_num_threads(1)
 
@@ -319,6 +321,25 @@ def test_lora_defaults_to_paper_adapter_for_pretrained_bases():
     assert T.use_lora(T.TrainConfig(), "pretrained") is True
     assert T.use_lora(T.TrainConfig(), "tiny") is False and T.use_lora(T.TrainConfig(), "run") is False
     assert T.use_lora(T.TrainConfig(lora={"r": 8}), "tiny") == {"r": 8}
+
+
+def test_frozen_lower_layers_keep_the_bases_weights_and_the_rest_trains(tmp_path):
+    """frozen_layers 1 of TINY's 2: embeddings (tied to the output head) and layer 0 stay the base's, layer 1
+    moves; a new key only when set; too many layers, or with LoRA, named."""
+    base = T.train("tiny", [write_addition(tmp_path / "a.jsonl")], quick(), tmp_path / "runs", TINY)
+    run = T.train(str(base), [write_addition(tmp_path / "b.jsonl", seed=5)], quick(frozen_layers=1, lr=1e-2),
+                  tmp_path / "runs")
+    before, after = weights(T.load_trained(base)[0]), weights(T.load_trained(run)[0])
+    kept = [k for k in before if "embed_tokens" in k or ".layers.0." in k]
+    moved = [k for k in before if ".layers.1." in k and k.endswith("proj.weight")]
+    assert kept and moved and all(torch.equal(before[k], after[k]) for k in kept)
+    assert all(not torch.equal(before[k], after[k]) for k in moved)
+    assert T.key_config(vars(quick(frozen_layers=0))) == T.key_config(vars(quick()))
+    assert "frozen_layers" not in T.key_config(vars(quick())) and T.key_config(vars(quick(frozen_layers=1)))["frozen_layers"] == 1
+    with pytest.raises(ValueError, match=r"frozen_layers must be in 0\.\.2"):
+        T.train(str(base), [tmp_path / "b.jsonl"], quick(frozen_layers=3), tmp_path / "runs")
+    with pytest.raises(ProfileError, match="frozen_layers: for full fine-tuning"):
+        load_profile("smoke", {"train": {"frozen_layers": 1, "lora": True}})
 
 
 @pytest.mark.parametrize("lora", [False, LORA])
