@@ -30,7 +30,11 @@ def base_label(r: dict) -> str:
 
 
 def finetune_label(r: dict) -> str:
-    how = f"LoRA r={r['lora']}" if r["lora"] else "full"
+    how = "full"
+    if r["lora"]:
+        how = f"LoRA r={r['lora']}"
+    elif r.get("frozen"):
+        how = f"full, lowest {r['frozen']} layers frozen"
     weighing = ", example mean" if r.get("loss_mean") == "example" else ""
     return f"{r['method']}, {how}, {r['steps']} st, rehearsal {r['mix']}{weighing}, seed {r['seed']}"
 
