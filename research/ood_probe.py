@@ -27,7 +27,7 @@ def overrides(args) -> dict:
     if args.pretrain_examples:
         pretrain["examples"] = args.pretrain_examples
     lora = {"r": args.lora, "lora_alpha": args.lora, "target_modules": "all-linear"} if args.lora else False
-    task_over = {"max_steps": args.steps, args.method: {"lora": lora}}
+    task_over = {"max_steps": args.steps, args.method: {"lora": lora}, **({"lr": args.lr} if args.lr else {})}
     if args.loss_mean:
         task_over[args.method]["loss_mean"] = args.loss_mean
     if args.frozen:
@@ -74,6 +74,7 @@ def main():
                     help="probe the base's skills first (retune.skills), into research/logs/base_skills_<base>.csv")
     ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tuning)")
+    ap.add_argument("--lr", type=float, default=0.0, help="fine-tuning learning rate (0: the cpu profile's)")
     ap.add_argument("--frozen", type=int, default=0,
                     help="full fine-tuning with the embeddings and the lowest N decoder layers frozen")
     ap.add_argument("--loss-mean", default=None)

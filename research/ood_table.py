@@ -36,7 +36,8 @@ def finetune_label(r: dict) -> str:
     elif r.get("frozen"):
         how = f"full, lowest {r['frozen']} layers frozen"
     weighing = ", example mean" if r.get("loss_mean") == "example" else ""
-    return f"{r['method']}, {how}, {r['steps']} st, rehearsal {r['mix']}{weighing}, seed {r['seed']}"
+    lr = f", lr {r['lr']:g}" if r.get("lr") else ""
+    return f"{r['method']}, {how}, {r['steps']} st{lr}, rehearsal {r['mix']}{weighing}, seed {r['seed']}"
 
 
 def beyond_mean(by_size: dict, top: int) -> str:
