@@ -56,7 +56,8 @@ def table(records: list[dict]) -> str:
             by_size = r["steps_by_size"].get(step) or {}
             if by_size:
                 cells = " | ".join(f"{by_size[str(s)]:.2f}" if str(s) in by_size else "" for s in sizes)
-                rows.append(f"| {base_label(r)} | {finetune_label(r)} | {step} | {cells} | {beyond_mean(by_size, top)} |")
+                mean = beyond_mean(by_size, top)
+                rows.append(f"| {base_label(r)} | {finetune_label(r)} | {step} | {cells} | {mean} |")
     return "\n".join([head, *rows])
 
 

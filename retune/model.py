@@ -366,7 +366,9 @@ def freeze_lower(model, layers: int):
     (full fine-tuning trains the rest): what a base learned low down, such as reading positions, stays as it was."""
     decoder = model.get_decoder()
     if not 0 <= layers <= len(decoder.layers):
-        raise ValueError(f"frozen_layers must be in 0..{len(decoder.layers)} (the model's decoder layers); got {layers}")
-    for module in [decoder.embed_tokens, *decoder.layers[:layers]] if layers else []:
-        module.requires_grad_(False)
+        raise ValueError(f"frozen_layers must be in 0..{len(decoder.layers)} (the model's decoder layers); "
+                         f"got {layers}")
+    if layers:
+        for module in [decoder.embed_tokens, *decoder.layers[:layers]]:
+            module.requires_grad_(False)
     return model

@@ -122,6 +122,9 @@ def heads(kind: str, length: int, rng: random.Random) -> dict:
             "kind": kind, "size": length}
 
 
+MULTILINE = {"recall": recall, "heads": heads}  # operations written over several lines, whatever the surfaces
+
+
 def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
     """One generic record in the one-surface format, e.g. `behead both: 4821 ; 9073\n>> ` -> `821 ; 073`."""
     x, y, item = operands(operation, kind, length, rng, SEPARATORS)
@@ -131,10 +134,9 @@ def example(operation: str, kind: str, length: int, rng: random.Random) -> dict:
 
 
 def record(operation: str, kind: str, length: int, rng: random.Random, surfaces: str = "one") -> dict:
-    """One generic record as a base with these `surfaces` is trained on; operations "recall" and "heads" are
-    multi-line ones."""
-    if operation in ("recall", "heads"):
-        return {"recall": recall, "heads": heads}[operation](kind, length, rng)
+    """One generic record as a base with these `surfaces` is trained on (a MULTILINE operation in its own form)."""
+    if operation in MULTILINE:
+        return MULTILINE[operation](kind, length, rng)
     return many_surfaces(operation, kind, length, rng) if surfaces == "many" else example(operation, kind, length, rng)
 
 
