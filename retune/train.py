@@ -278,6 +278,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         model, tok = load_base(model_source, model_config, config.dtype)
 
         lora = use_lora(config, kind)
+        if lora and config.frozen_layers:  # a pretrained base gets LoRA by default: say so rather than ignore it
+            raise ValueError("frozen_layers applies to full fine-tuning; this run uses LoRA (set lora: false)")
         model = with_lora(model, lora) if lora else freeze_lower(model, config.frozen_layers)
         records = [r for p in paths for r in read_jsonl(p)]
         examples, dropped = tokenize(records, tok, config.max_length)

@@ -376,6 +376,8 @@ def test_pretrained_local_model_trains_with_lora_by_default(tmp_path):
     assert type(model).__name__ == "PeftModelForCausalLM"
     auto = T.train(str(tmp_path / "base"), [tmp_path / "d.jsonl"], quick(max_steps=2), tmp_path / "runs")
     assert json.loads((auto / "run.json").read_text())["lora"] == "paper"  # r=64 on q/k/v/o
+    with pytest.raises(ValueError, match="frozen_layers applies to full fine-tuning"):  # LoRA by default: not ignored
+        T.train(str(tmp_path / "base"), [tmp_path / "d.jsonl"], quick(max_steps=2, frozen_layers=1), tmp_path / "runs")
 
 
 # --- configuration and the CLI ---------------------------------------------------------------------------
