@@ -26,8 +26,12 @@ from retune.profiles import load_profile
 LOG = jsonlog.LOGS / "smol_curve.jsonl"
 
 
-def logged_steps() -> set[int]:
-    return {json.loads(line)["step"] for line in LOG.read_text().splitlines()} if LOG.is_file() else set()
+def logged_steps(candidate: str) -> set[int]:
+    """Steps of this candidate already probed (the first curve's lines carry no candidate name)."""
+    if not LOG.is_file():
+        return set()
+    lines = [json.loads(line) for line in LOG.read_text().splitlines()]
+    return {d["step"] for d in lines if d.get("candidate", "lora-r64-constant") == candidate}
 
 
 class StepProbe(TrainerCallback):
@@ -35,7 +39,7 @@ class StepProbe(TrainerCallback):
 
     def __init__(self, tokenizer, sizes, n, seed, exclude, meta):
         self.tokenizer, self.sizes, self.n, self.seed, self.exclude, self.meta = tokenizer, sizes, n, seed, exclude, meta
-        self.done = logged_steps()
+        self.done = logged_steps(meta["candidate"])
         self.start = time.time()
 
     def on_save(self, args, state, control, model=None, **kwargs):
@@ -76,6 +80,10 @@ def main():
     ap.add_argument("--method", default="retuning",
                     help="retuning: the curve; another method (baseline) trains alone, unprobed, for comparison")
     ap.add_argument("--schedule", default="constant_with_warmup", help="the Trainer's lr_scheduler_type")
+    ap.add_argument("--full", action="store_true", help="full fine-tuning instead of the LoRA adapter")
+    ap.add_argument("--frozen", type=int, default=0,
+                    help="with --full: keep the embeddings and the lowest N layers (the backward pass stops there)")
+    ap.add_argument("--candidate", default="lora-r64-constant", help="the name its log lines carry")
     args = ap.parse_args()
 
     import torch
@@ -85,7 +93,8 @@ def main():
     source = str(presets.fetch("smollm2-135m"))
     config = train.make_config({"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch,
                                 "warmup_steps": args.warmup, "lr_schedule": args.schedule,
-                                "save_steps": args.every, "lora": True, "seed": args.seed, "threads": args.threads})
+                                "save_steps": args.every, "lora": not args.full, "frozen_layers": args.frozen,
+                                "seed": args.seed, "threads": args.threads})
     if args.method != "retuning":  # no call or combine step to probe: trained (resumable), then decoded apart
         print(train.train(source, [data], config, "runs"))
         return
@@ -94,7 +103,8 @@ def main():
     model, tokenizer = load_pretrained(source)
     del model  # only its tokenizer: the run loads its own
     exclude = {json.loads(line)["input"] for line in Path(data).read_text().splitlines()}
-    meta = {"model": "SmolLM2-135M", "lr": args.lr, "batch": args.batch, "top": args.top, "seed": args.seed,
+    meta = {"model": "SmolLM2-135M", "candidate": args.candidate, "full": args.full, "frozen": args.frozen,
+            "schedule": args.schedule, "steps": args.steps, "lr": args.lr, "batch": args.batch, "top": args.top, "seed": args.seed,
             "threads": args.threads, "n": args.n}
     run = train.train(source, [data], config, "runs", callbacks=[StepProbe(tokenizer, args.sizes, args.n, args.seed,
                                                                           exclude, meta)])
