@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .decode import Limits
+from .decode import SEMANTICS, Limits
 from .files import ROOT
 from .generators import check_decoding
 from .model import TinyConfig, check_device, check_dtype, check_lora, check_tiny, check_training_device
@@ -137,6 +137,7 @@ class EvalSection:
     dtype: str = "float32"  # weights dtype in evaluation (the paper: float16 on a GPU)
     kv_budget_gib: Union[float, None] = None  # KV cache of one generate batch; null: half the free GPU memory (CPU 4)
     decoder: str = "auto"  # generate, static (a static KV cache) or compiled (and CUDA graphs); auto: compiled on CUDA
+    semantics: str = "strict"  # strict (our decoder) or official (the paper's control flow; docs/protocol.md)
 
 
 @dataclass
@@ -268,6 +269,7 @@ def check(p: Profile) -> Profile:
     check_device(p.eval.device, "eval.device")
     check_dtype(p.eval.dtype, "eval.dtype")
     check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
+    _choices("eval.semantics", [p.eval.semantics], SEMANTICS)
     return p
 
 
