@@ -99,3 +99,103 @@ def test_a_dp_top_level_that_answers_instead_of_calling_again_is_wrong():
     for semantics in ("strict", "official"):
         trace = decode(DP, [problem], "retuning", generator, semantics=semantics)[0]
         assert trace.predicted == [1, 2] and not trace.correct, semantics
+
+
+# --- the official control flow, re-implemented one problem at a time ------------------------------------------
+def trained(task, problems, steps, seed=0):
+    """A tiny LLaMA after `steps` full-batch Adam steps on the Re-Tuning examples of `problems`: it has learnt
+    those, more or less, and writes calls, returns and answers, right and wrong, on others."""
+    import torch
+
+    from retune.model import char_tokenizer, encode_example, tiny_llama
+
+    torch.manual_seed(seed)
+    tok = char_tokenizer()
+    examples = {e.input: e.output for problem in problems for e in task.examples(problem, "retuning")}
+    rows = [encode_example(tok, c, t) for c, t in examples.items()]
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i, _ in rows])
+    labels = torch.tensor([[-100] * (width - len(l)) + l for _, l in rows])
+    mask = (ids != tok.pad_token_id).long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    model = tiny_llama({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "intermediate_size": 128, "seed": seed}, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), tok
+
+
+def notebook(task, problem, model, tok):
+    """The paper's evaluation notebook for `task`, in its own few lines: plain greedy `generate`, one problem at a
+    time, the recursion by hand, the notebook's string comparison. Returns (correct, top-level text)."""
+    import torch
+
+    cap, limit = (1024 if task.name == "dp" else 2048), task.depth_limit(task.size_of(problem))
+    aborts = task.name != "addition"
+
+    def generate(text):
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_length=cap, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        out = out[:out.index(tok.eos_token_id)] if tok.eos_token_id in out else out
+        return tok.decode(out, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def solve(text, depth):  # -> (text, last generation, aborted, ended at a second return)
+        gen = generate(text)
+        text += gen
+        if depth >= limit:
+            return text, gen, aborts, False
+        calls = 0
+        while text.count("Call: ") > calls and not (task.name == "addition" and calls == 1):
+            calls += 1
+            call = text.split("Call: ")[-1]
+            if "\n" not in call:
+                return text, gen, aborts, False
+            sub, sub_gen, aborted, _ = solve(call.split("\n")[0] + "\nSolution: ", depth + 1)
+            if aborted:
+                return text, gen, True, False
+            value = {"addition": sub_gen, "dp": sub.split("\nAnswer: ")[-1], "parity": sub.split(" ")[-1]}[task.name]
+            text = (text + "Return: " + value + "\nAnswer: ").replace("  ", " ")
+            if task.name == "dp" and calls == 2:
+                return text, gen, False, True
+            gen = generate(text)
+            text += gen
+        return text, gen, False, False
+
+    text, _, _, at_return = solve(task.tree(problem).prompt + "\nSolution: ", 0)
+    if task.name == "addition":
+        words = text.split(" ")
+        carry, output = words[-3][:-1], words[-1]
+        return (carry + output if carry == "1" else output) == str(int(problem[0]) + int(problem[1])), text
+    if task.name == "dp":
+        return at_return and text.split("Return: ")[-1].split("\n")[0] == str(task.solve(problem)), text
+    return text.split(" ")[-1] == str(sum(problem) % 2), text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, sizes", [("addition", (1, 2, 3, 3)), ("dp", (2, 2, 3)), ("parity", (2, 3, 4, 4))])
+def test_the_batched_official_semantics_agrees_with_the_notebook_verdict_for_verdict(name, sizes):
+    """The trained problems (mostly right) and as many fresh ones, a size larger (mostly wrong)."""
+    import random
+
+    import torch
+
+    from retune.generators import HFGenerator
+
+    torch.set_num_threads(1)
+    task = get_task(name)
+    rng = random.Random(0)
+    learnt = [task.sample(size, rng) for size in sizes]
+    model, tok = trained(task, learnt, steps=250)
+    problems = learnt + [task.sample(size + 1, rng) for size in sizes]
+    traces = decode(task, problems, "retuning", HFGenerator(model, tok, batch_size=16), semantics="official")
+    expected = [notebook(task, p, model, tok) for p in problems]
+    assert [t.correct for t in traces] == [right for right, _ in expected]
+    assert [t.root.context for t in traces] == [text for _, text in expected]  # the same top-level texts
+    verdicts = [t.correct for t in traces]
+    assert any(verdicts) and not all(verdicts), verdicts  # a model that both solves and fails
