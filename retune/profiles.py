@@ -234,14 +234,12 @@ class Profile:
 
 # --- building and checking --------------------------------------------------------------------------------------
 def _choices(where: str, values, allowed) -> None:
-    bad = [v for v in values if v not in allowed]
-    if bad:
+    if bad := [v for v in values if v not in allowed]:
         raise ProfileError(f"{where}: unknown {bad[0]!r}; allowed: {', '.join(map(str, allowed))}")
 
 
 def check(p: Profile) -> Profile:
-    """What types alone cannot say (names, sizes per task, seeds, counts, every recipe, the tiny model, device and
-    dtype), named before anything is built; what this machine must offer: retune.runcheck.check_machine."""
+    """What types alone cannot say, named before any work; what the machine must offer: runcheck.check_machine."""
     _check_names(p)
     _check_sizes(p)
     for where, seeds in (("seeds", p.seeds), ("studies.seeds", p.studies.seeds or [])):
