@@ -12,6 +12,9 @@ as `Return: <answer>\\nAnswer: ` and the caller resumes. A task whose oracle top
 (`Node.answer_is_last_return`: DP) is stopped there, and that return is the answer. Nothing the model writes can
 crash the decoder: every failure ends its problem with a named error kind (see ERROR_KINDS) and the batch goes on.
 
+`semantics` "official" swaps in the paper's own control flow (retune.official; docs/protocol.md, "Decoding
+semantics"); either way a problem is scored as the paper's evaluation scores it (Task.is_correct).
+
 Layering: imports tasks (and model for token ids) only; never evaluate/train/report.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ MALFORMED_KINDS = ("call_without_newline", "text_after_call", "unparseable_answe
 # Limits: the decoder refused to go on (each limit is a parameter of `Limits`).
 LIMIT_KINDS = ("token_limit", "depth_limit", "call_limit", "repeated_call", "tree_limit")
 ERROR_KINDS = MALFORMED_KINDS + LIMIT_KINDS
+SEMANTICS = ("strict", "official")  # ours (the default), the paper's control flow
 
 
 # --- traces --------------------------------------------------------------------------------------------------
@@ -111,7 +115,9 @@ _NODE_FIELDS = tuple(f for f in TraceNode.__dataclass_fields__ if f != "children
 @dataclass
 class Trace:
     """A decoded problem: its call tree plus the verdict. `error` is the kind that ended decoding (None if the
-    decoding finished normally; a finished but wrong answer has correct=False and error=None)."""
+    decoding finished normally; a finished but wrong answer has correct=False and error=None), or an answer our
+    parser cannot read, or under the official semantics the first failure decoding went on past. `correct` is
+    the paper's verdict (a string comparison), so an answer we cannot parse can still be correct."""
 
     task: str
     method: str
@@ -251,25 +257,35 @@ class _Problem:
         self.trace = Trace(task.name, method, size, jsonable(problem), jsonable(task.solve(problem)),
                            variant=task.variant, root=root)
         self.done = False
+        self.cap = None  # tokens for a context's whole text (the official semantics); None: `new_tokens` per turn
+
+    def tokens_for(self, node: TraceNode, count) -> int:
+        """The token limit of the next generation in `node` (<= 0: no room left in its context)."""
+        return self.new_tokens if self.cap is None else self.cap - count(node.context)
+
+    def note(self, node: TraceNode, kind: str) -> None:
+        """Record a named error where decoding goes on past it (the official semantics): the node keeps its
+        first, the trace the problem's first."""
+        node.error = node.error or kind
+        self.trace.error = self.trace.error or kind
 
     def fail(self, node: TraceNode, kind: str) -> None:
         node.error = kind
         self.trace.error = kind
         self.done = True
 
-    def finish(self, text: str, writer: TraceNode | None = None) -> None:
-        """Score the top-level answer text; unreadable text is an error, never an exception, recorded on the
-        node that wrote the text (`writer`: the root, or the last callee where the answer is its return)."""
+    def finish(self, text: str, writer: TraceNode | None = None, whole: str | None = None) -> None:
+        """Score the problem as the paper does, from `whole`, the top-level text that evaluation reads (None
+        where it reads none: wrong), and parse `text`, the top-level answer, into `predicted`. An answer our
+        parser cannot read is an error, never an exception, recorded on the node that wrote the text (`writer`:
+        the root, or the last callee where the answer is its return); it does not change the verdict."""
         writer = writer or self.trace.root
-        try:
-            predicted = self.task.final_answer(self.method, text)
-        except Malformed as e:
-            return self.fail(writer, e.kind)
-        except Exception:  # e.g. int() of a 10,000-digit string: still just an unreadable answer
-            return self.fail(writer, "unparseable_answer")
-        self.trace.predicted = jsonable(predicted)
-        self.trace.correct = self.trace.predicted == self.trace.expected
+        self.trace.correct = self.task.is_correct(self.problem, self.method, whole, text)
         self.done = True
+        try:
+            self.trace.predicted = jsonable(self.task.final_answer(self.method, text))
+        except Exception as e:  # Malformed, or e.g. int() of a 10,000-digit string: an unreadable answer
+            self.note(writer, e.kind if isinstance(e, Malformed) else "unparseable_answer")
 
 
 def parse_call(turn: str) -> tuple[str | None, str | None]:
@@ -304,19 +320,21 @@ def _advance(state: _Problem, open_: _Open, gen: Generation) -> _Open | None:
         return state.fail(node, "token_limit")
     if not state.recursive:  # single-context methods: one generation is the whole answer
         node.answer = gen.text
-        return state.finish(gen.text)
+        return state.finish(gen.text, whole=node.context)
     call, error = parse_call(gen.text)
     if error:
         return state.fail(node, error)
     if call is None:  # an answer: return it to the caller, or finish the problem at the top
         node.answer = node_answer(gen.text)
-        if open_.parent is None:
-            return state.finish(gen.text)
+        if open_.parent is None:  # (a top level that should have ended at a return has no text to read)
+            return state.finish(gen.text, whole=None if state.top_calls else node.context)
         parent = open_.parent
         parent.node.returns.append(node.answer)
         if parent.parent is None and len(parent.node.calls) == state.top_calls:
             parent.node.answer = node.answer  # the top level ends at this return: it is the answer
-            return state.finish(node.answer, node)
+            # the paper reads its answer from the top-level text with this return appended
+            whole = (parent.node.context + state.rules.return_text(node.answer)).replace("  ", " ")
+            return state.finish(node.answer, node, whole)
         parent.node.context += state.rules.return_text(node.answer)
         return parent
     if len(node.calls) + 1 > state.call_limit:
@@ -339,25 +357,38 @@ def _advance(state: _Problem, open_: _Open, gen: Generation) -> _Open | None:
 
 
 def decode(task: Task, problems: Sequence[Any], method: str, generator: Generator, limits: Limits | None = None,
-           progress: bool | None = None) -> list[Trace]:
+           progress: bool | None = None, semantics: str = "strict") -> list[Trace]:
     """Decode every problem with `method`; all open contexts advance together, one `generate` per step.
 
     Returns one Trace per problem, in order. Never raises on model output. `progress`: a tqdm bar over steps
-    (None: only when the decoding is large enough to take a while).
+    (None: only when the decoding is large enough to take a while). `semantics`: "strict" (ours) or "official"
+    (the paper's control flow, retune.official).
     """
     get_method(method)  # a ValueError naming the methods, before any work
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {', '.join(SEMANTICS)}; got {semantics!r}")
     limits = limits or Limits()
     count = getattr(generator, "count", len)  # the default limits in the generator's tokens
     states = [_Problem(task, method, p, limits, count) for p in problems]
+    advance = _advance
+    if semantics == "official":
+        from . import official  # the same layer; imported here, as it builds on this module
+
+        advance = official.prepare(task, method, states)
     open_ = [_Open(s.trace.root, None, i) for i, s in enumerate(states)]
     bar = _bar(progress, len(states), f"decode {task.name}/{method}")
     while open_:
-        gens = generator.generate([o.node.context for o in open_], [states[o.problem].new_tokens for o in open_])
-        if len(gens) != len(open_):
-            raise RuntimeError(f"generator returned {len(gens)} generations for {len(open_)} contexts")
+        room = [states[o.problem].tokens_for(o.node, count) for o in open_]
+        rows = [i for i, n in enumerate(room) if n >= 1]
+        made = generator.generate([open_[i].node.context for i in rows], [room[i] for i in rows]) if rows else []
+        if len(made) != len(rows):
+            raise RuntimeError(f"generator returned {len(made)} generations for {len(rows)} contexts")
+        made = dict(zip(rows, made))
         following = []
-        for o, g in zip(open_, gens):
-            nxt = _advance(states[o.problem], o, g)
+        for i, o in enumerate(open_):
+            # a context with no room left (only under a cap on its whole text) gets nothing more, unstopped
+            g = made[i] if i in made else Generation("", False, count(o.node.context), 0)
+            nxt = advance(states[o.problem], o, g)
             if nxt is not None:
                 following.append(nxt)
         if bar is not None:
@@ -369,9 +400,9 @@ def decode(task: Task, problems: Sequence[Any], method: str, generator: Generato
 
 
 def decode_one_by_one(task: Task, problems: Sequence[Any], method: str, generator: Generator,
-                      limits: Limits | None = None) -> list[Trace]:
+                      limits: Limits | None = None, semantics: str = "strict") -> list[Trace]:
     """The reference schedule: one problem at a time, batch size 1 (for tests and the benchmark)."""
-    return [decode(task, [p], method, generator, limits, progress=False)[0] for p in problems]
+    return [decode(task, [p], method, generator, limits, progress=False, semantics=semantics)[0] for p in problems]
 
 
 def _bar(progress: bool | None, total: int, desc: str):

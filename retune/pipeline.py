@@ -64,12 +64,15 @@ def trained_contexts(run_dir: Path) -> set[str]:
 
 def evaluation_params(profile: Profile, task: str, method: str, seed: int, variant: int, sizes, n: int) -> dict:
     """What decides an evaluation's traces (its cache key). Device and dtype enter only when they are not the
-    CPU in float32, so the key of a plain CPU evaluation is what it always was (caches stay valid)."""
+    CPU in float32, and the decoding semantics only when it is not the default (strict), so the key of a plain
+    CPU evaluation is what it always was (caches stay valid)."""
     params = {"task": task, "method": method, "seed": seed, "variant": variant, "sizes": list(sizes), "n": n,
               "limits": {k: v for k, v in asdict(profile.limits).items() if v != getattr(Limits(), k)}}
     device = train.resolve_device(profile.eval.device)
     if device != "cpu" or profile.eval.dtype not in ("float32", "fp32"):
         params |= {"device": device, "dtype": DTYPES[profile.eval.dtype]}
+    if profile.eval.semantics != "strict":
+        params["semantics"] = profile.eval.semantics
     return params
 
 
@@ -130,7 +133,7 @@ def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int
             generator = hf_generator(profile, run_dir)
             data.write_json(placement_path(cache), train.placement(generator.model))
         new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, profile.limits,
-                     progress=progress)
+                     progress=progress, semantics=profile.eval.semantics)
         tmp = part.with_name(part.name + ".tmp")
         save_traces(tmp, new)
         tmp.replace(part)
@@ -183,7 +186,8 @@ def decode_with(profile: Profile, run_dir: Path, task: str, method: str, problem
                 progress: bool = False) -> list:
     """Greedy recursive decoding of `problems` with a trained model (as evaluate_run decodes, uncached)."""
     generator = hf_generator(profile, run_dir)
-    traces = decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress)
+    traces = decode(get_task(task, variant), problems, method, generator, profile.limits, progress=progress,
+                    semantics=profile.eval.semantics)
     generator.close()
     return traces
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from .decode import Limits
+from .decode import SEMANTICS, Limits
 from .files import ROOT
 from .generators import check_decoding
 from .model import TinyConfig, check_device, check_dtype, check_lora, check_tiny, check_training_device
@@ -137,6 +137,7 @@ class EvalSection:
     dtype: str = "float32"  # weights dtype in evaluation (the paper: float16 on a GPU)
     kv_budget_gib: Union[float, None] = None  # KV cache of one generate batch; null: half the free GPU memory (CPU 4)
     decoder: str = "auto"  # generate, static (a static KV cache) or compiled (and CUDA graphs); auto: compiled on CUDA
+    semantics: str = "strict"  # strict (our decoder) or official (the paper's control flow; docs/protocol.md)
 
 
 @dataclass
@@ -233,14 +234,12 @@ class Profile:
 
 # --- building and checking --------------------------------------------------------------------------------------
 def _choices(where: str, values, allowed) -> None:
-    bad = [v for v in values if v not in allowed]
-    if bad:
+    if bad := [v for v in values if v not in allowed]:
         raise ProfileError(f"{where}: unknown {bad[0]!r}; allowed: {', '.join(map(str, allowed))}")
 
 
 def check(p: Profile) -> Profile:
-    """What types alone cannot say (names, sizes per task, seeds, counts, every recipe, the tiny model, device and
-    dtype), named before anything is built; what this machine must offer: retune.runcheck.check_machine."""
+    """What types alone cannot say, named before any work; what the machine must offer: runcheck.check_machine."""
     _check_names(p)
     _check_sizes(p)
     for where, seeds in (("seeds", p.seeds), ("studies.seeds", p.studies.seeds or [])):
@@ -268,6 +267,7 @@ def check(p: Profile) -> Profile:
     check_device(p.eval.device, "eval.device")
     check_dtype(p.eval.dtype, "eval.dtype")
     check_decoding(p.eval.decoder, p.eval.kv_budget_gib)
+    _choices("eval.semantics", [p.eval.semantics], SEMANTICS)
     return p
 
 

@@ -161,3 +161,23 @@ def test_a_task_with_its_own_base_merges_its_keys_over_the_shared_pretraining():
     assert (base_task(profile, "parity"), base_task(profile, "addition"), base_task(plain, "parity")) == \
         ("parity", None, None)
     assert pretrain_for(load_profile("smoke"), "parity") is None
+
+
+def test_eval_semantics_is_strict_by_default_and_a_bad_value_is_named():
+    assert load_profile("smoke").eval.semantics == "strict"
+    assert load_profile("smoke", {"eval": {"semantics": "official"}}).eval.semantics == "official"
+    with pytest.raises(ProfileError, match=r"eval.semantics: unknown 'paper'; allowed: strict, official"):
+        load_profile("smoke", {"eval": {"semantics": "paper"}})
+
+
+def test_eval_semantics_enters_the_cache_key_only_when_not_the_default():
+    """The key of an evaluation under the default semantics is what it was before the key existed (pinned), so
+    every cached evaluation stays valid; the official semantics is cached apart."""
+    from retune import pipeline
+
+    def key(**eval_):
+        profile = load_profile("smoke", {"eval": {"device": "cpu", "dtype": "float32", **eval_}})
+        return pipeline.eval_key(profile, "addition", "retuning", 0, 0, [2, 4], 2)
+
+    assert key() == key(semantics="strict") == "41e769e1260e"
+    assert key(semantics="official") not in ("41e769e1260e", "")

@@ -151,7 +151,8 @@ def pretrained_evaluation(profile: Profile, name: str, task: str, method: str, s
     """A base model's traces on the fresh problem stream (no training set, so nothing excluded; uncached)."""
     problems = eval_problems(task, tuple(profile.eval.sizes[task]), profile.eval.problems_per_size, seed, variant)
     generator = pretrained_generator(profile, name)
-    traces = decode(get_task(task, variant), problems, method, generator, profile.limits)
+    traces = decode(get_task(task, variant), problems, method, generator, profile.limits,
+                    semantics=profile.eval.semantics)
     placed = train.placement(generator.model)
     generator.close()
     return traces, placed
@@ -165,7 +166,8 @@ def oracle_evaluation(profile: Profile, run_dir: Path | None, task: str, method:
     exclude = trained_contexts(run_dir) if run_dir is not None else frozenset()
     problems = eval_problems(task, tuple(profile.eval.sizes[task]), profile.eval.problems_per_size, seed, variant,
                              exclude=exclude)
-    return decode(spec, problems, method, OracleGenerator.for_problems(spec, problems, method), profile.limits)
+    return decode(spec, problems, method, OracleGenerator.for_problems(spec, problems, method), profile.limits,
+                  semantics=profile.eval.semantics)
 
 
 def write_evaluation(out_dir: Path, profile: Profile, result: dict, traces: list) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 
-from .base import CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
+from .base import BASELINE_SUFFIX, CALL_MARK, SOLUTION, Malformed, Node, Task, parse_int
 from .methods import get_method
 
 # Prompt phrasings: 0 is the paper's; the others keep the protocol (every call uses the same phrasing).
@@ -108,6 +108,23 @@ class Addition(Task):
             carry, out = carry_output(pa[-k:], pb[-k:])
             lines.append(f"Carry {carry}, Output {out}")
         return self.prompt(a, b) + SOLUTION, "\n".join(lines)
+
+    def official_answer(self, text, method):
+        """The paper's reading of `Carry c, Output s` at the end of the whole text: the last three words split on
+        spaces, c taken from the first of them without its comma, then s with a 1 in front when c is "1" (so
+        `Output 065` and a trailing newline are wrong, `Carry 2, Output 65` reads as 65)."""
+        words = text.split(" ")
+        if len(words) < 3:  # the paper's code fails there; no answer
+            return ""
+        carry, output = words[-3][:-1], words[-1]
+        return carry + output if carry == "1" else output
+
+    def official_baseline(self, text):
+        """The paper's baseline reading: everything after the prompt's last line mark, compared as it is."""
+        return text.split(BASELINE_SUFFIX)[-1]
+
+    def official_scratchpad(self, text):
+        return self.official_answer(text, None)  # the paper reads a scratchpad's last line the same way
 
     def parse_answer(self, text: str) -> int:
         """`Carry c, Output s` -> the sum it states."""

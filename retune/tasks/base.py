@@ -199,10 +199,33 @@ class Task:
         methods, the whole generation for single-context ones); raises Malformed."""
         return _method(method).final_answer(self, text)
 
-    def is_correct(self, problem: Any, method: str, text: str) -> bool:
+    # --- the paper's scoring -------------------------------------------------------------------------------
+    # The paper's evaluation compares strings: the answer string it reads from the whole top-level text against
+    # the solver's answer printed (str(a + b), str([1, 2, 1]), str(bit)). Each paper task writes its readings
+    # below; a task the paper has none for returns None and is scored on its parsed answer.
+    def official_answer(self, text: str, method) -> str | None:
+        """What the paper's evaluation reads from a recursive (or inline) method's whole top-level text."""
+        return None
+
+    def official_baseline(self, text: str) -> str | None:
+        return None
+
+    def official_scratchpad(self, text: str) -> str | None:
+        return None
+
+    def is_correct(self, problem: Any, method: str, text: str | None, answer: str | None = None) -> bool:
+        """The verdict, as the paper's evaluation gives it: `text` is the whole top-level text (None where that
+        evaluation reads none: it counts the problem wrong); `answer` what final_answer reads, for a task with no
+        official reading (default: `text`). Never raises on model output."""
+        rules = _method(method)  # an unknown method is the caller's error, raised
+        if text is None:
+            return False
         try:
-            return self.final_answer(method, text) == self.solve(problem)
-        except Malformed:
+            official = rules.official_answer(self, text)
+            if official is not None:
+                return official == str(self.solve(problem))
+            return self.final_answer(method, text if answer is None else answer) == self.solve(problem)
+        except Exception:  # model text no reading can use (e.g. an int() of 10,000 digits): wrong
             return False
 
 

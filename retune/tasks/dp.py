@@ -51,7 +51,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from .base import CALL_MARK, Malformed, Node, Task, parse_int_list
+from .base import CALL_MARK, Malformed, Node, Task, node_answer, parse_int_list
 from .methods import get_method
 
 # (top, dp, chosen) prompts per phrasing; 0 is the paper's.
@@ -179,6 +179,22 @@ class DynamicProgramming(Task):
         if not values or any(v not in (1, 2) for v in values):
             raise Malformed("unparseable_answer", f"expected a non-empty list of 1s and 2s, got {text[:40]!r}")
         return values
+
+    def official_answer(self, text, method):
+        """The paper's reading: the first line after the last `Return: ` (Re-Tuning's answer is its second call's
+        return; the decoder hands in the top-level text with that return appended). The ablations end with an
+        answer turn: the first line after its last `\nAnswer: `, read the same way."""
+        if method is not None and method.recursive and method.returns:
+            return text.split("Return: ")[-1].split("\n")[0]
+        return node_answer(text).split("\n")[0]
+
+    def official_baseline(self, text):
+        """The paper's baseline reading: after the last `Answer: `, white space stripped."""
+        return text.split("Answer: ")[-1].strip()
+
+    def official_scratchpad(self, text):
+        """The paper's scratchpad reading: after the last `=`, less its last character (the closing period)."""
+        return text.split("=")[-1][:-1]
 
     def parse_scratchpad(self, text: str) -> list[int]:
         head, sep, tail = text.rpartition("output=")

@@ -42,6 +42,12 @@ class Method:
         last `\\nAnswer: `); raises Malformed."""
         return task.parse_answer(node_answer(text))
 
+    def official_answer(self, task, text: str) -> str | None:
+        """The answer string the paper's evaluation compares with the solver's answer printed, read from `text`,
+        the whole top-level text (the context, the model's turns and the returns); None where the task has no
+        official reading (docs/protocol.md, "Evaluation")."""
+        return task.official_answer(text, self)
+
     def return_text(self, answer: str) -> str:
         """What follows a solved call in its caller's context."""
         return f"Return: {answer}\nAnswer: " if self.returns else "Answer: "
@@ -53,12 +59,16 @@ class OneContext(Method):
 
     render: Callable[[Any, Any], tuple[str, str]] = field(compare=False, repr=False)  # (task, problem) -> (in, out)
     parse: Callable[[Any, str], Any] = field(compare=False, repr=False)  # (task, generated text) -> answer
+    official: Callable[[Any, str], Any] = field(compare=False, repr=False)  # (task, whole text) -> answer string
 
     def examples(self, task, problem, seen=None):
         return [Example(*self.render(task, problem), size=task.size_of(problem))]
 
     def final_answer(self, task, text):
         return self.parse(task, text)
+
+    def official_answer(self, task, text):
+        return self.official(task, text)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,10 +136,12 @@ class Recursive(Method):
 # --- the registry ------------------------------------------------------------------------------------------------
 BASELINE = OneContext(name="baseline", display="Baseline", order=0, colour=0, main=True,
                       render=lambda task, problem: task.baseline(problem),
-                      parse=lambda task, text: task.parse_baseline(text))
+                      parse=lambda task, text: task.parse_baseline(text),
+                      official=lambda task, text: task.official_baseline(text))
 SCRATCHPAD = OneContext(name="scratchpad", display="Scratchpad", order=1, colour=1, main=True,
                         render=lambda task, problem: task.scratchpad(problem),
-                        parse=lambda task, text: task.parse_scratchpad(text))
+                        parse=lambda task, text: task.parse_scratchpad(text),
+                        official=lambda task, text: task.official_scratchpad(text))
 RETUNING = Recursive(name="retuning", display="Re-Tuning", order=2, colour=2, main=True, returns=True)
 INLINE = Inline(name="inline", display="Inline", order=3, colour=3, ablates=RETUNING.name, returns=True)
 NO_CARRYOVER = Recursive(name="no_carryover", display="No carry-over", order=4, colour=4, ablates=RETUNING.name)

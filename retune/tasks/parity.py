@@ -107,6 +107,17 @@ class Parity(Task):
             raise Malformed("unparseable_answer", f"a parity is 0 or 1, got {text[:40]!r}")
         return value
 
+    def official_answer(self, text, method):
+        """The paper's reading of a parity: the text after the last space of the whole text, as it is."""
+        return text.split(" ")[-1]
+
+    def official_baseline(self, text):
+        """The paper's baseline reading: the last character that is not white space (a bare `1` or `x 1`)."""
+        return text.rstrip()[-1:]
+
+    def official_scratchpad(self, text):
+        return text.split(" ")[-1]
+
     def parse_scratchpad(self, text: str) -> int:
         if not text.startswith(SCRATCHPAD_HEAD):
             raise Malformed("unparseable_answer", f"scratchpad must start with {SCRATCHPAD_HEAD!r}")
