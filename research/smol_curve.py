@@ -4,10 +4,14 @@ One LoRA run (the paper's adapter: r 64, q/k/v/o) at a constant learning rate af
 not depend on where the budget ends. Every `--every` steps a Trainer callback runs the teacher-forced step probe
 (retune.probe.step_accuracy: call / combine / base accuracy by size, validation problems, in distribution and
 beyond) on the weights of that moment and appends one JSON line per step to research/logs/smol_curve.jsonl.
+Other recipe candidates (`--candidate NAME` with full fine-tuning, frozen lower layers, another schedule, another
+trained range) log to research/logs/smol_recipes.jsonl, one name per candidate (research/recipe_table.py prints them).
 Checkpoints every `--every` steps: a killed run resumes (steps already logged are not probed again).
 
     python research/smol_curve.py --steps 1500 --every 100 [--threads 1]
     python research/smol_curve.py --method baseline --schedule linear --steps 1050   # a comparison run, unprobed
+    python research/smol_curve.py --full --frozen 20 --lr 3e-4 --schedule linear --top 6 --steps 1200 \
+        --sizes 2 4 6 8 10 12 --every 200 --candidate full-top10-lr3e-4-linear-1to6
 """
 import argparse
 import json
@@ -23,15 +27,20 @@ from retune.generators import HFGenerator
 from retune.probe import step_accuracy
 from retune.profiles import load_profile
 
-LOG = jsonlog.LOGS / "smol_curve.jsonl"
+CURVE = "lora-r64-constant"  # the first curve (notebook 12 reads its log); other candidates log apart
+
+
+def log_of(candidate: str) -> Path:
+    return jsonlog.LOGS / ("smol_curve.jsonl" if candidate == CURVE else "smol_recipes.jsonl")
 
 
 def logged_steps(candidate: str) -> set[int]:
     """Steps of this candidate already probed (the first curve's lines carry no candidate name)."""
-    if not LOG.is_file():
+    log = log_of(candidate)
+    if not log.is_file():
         return set()
-    lines = [json.loads(line) for line in LOG.read_text().splitlines()]
-    return {d["step"] for d in lines if d.get("candidate", "lora-r64-constant") == candidate}
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    return {d["step"] for d in lines if d.get("candidate", CURVE) == candidate}
 
 
 class StepProbe(TrainerCallback):
@@ -52,7 +61,7 @@ class StepProbe(TrainerCallback):
         loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
         line = dict(self.meta, step=state.global_step, loss=loss, probe_seconds=round(time.time() - t),
                     wall_seconds=round(time.time() - self.start), rows=rows)
-        jsonlog.append(LOG, line, echo=False)
+        jsonlog.append(log_of(self.meta["candidate"]), line, echo=False)
         summary = {k: [round(r["accuracy"], 2) for r in rows if r["kind"] == k] for k in ("call", "combine", "base")}
         print(f"step {state.global_step} loss {loss}: {summary}", flush=True)
 
@@ -83,7 +92,7 @@ def main():
     ap.add_argument("--full", action="store_true", help="full fine-tuning instead of the LoRA adapter")
     ap.add_argument("--frozen", type=int, default=0,
                     help="with --full: keep the embeddings and the lowest N layers (the backward pass stops there)")
-    ap.add_argument("--candidate", default="lora-r64-constant", help="the name its log lines carry")
+    ap.add_argument("--candidate", default=CURVE, help="the name its log lines carry")
     args = ap.parse_args()
 
     import torch
