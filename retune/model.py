@@ -326,7 +326,30 @@ def load_weights(path, dtype=None, name=None):
         kind, keys = next((k, v) for k, v in odd.items() if v)
         raise ValueError(f"model {str(name or path)!r}: config.json does not match the weights "
                          f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]})")
+    refuse_nonfinite(model, name or path)
     return model
+
+
+def nonfinite(model) -> str | None:
+    """The first weight (parameter or buffer) holding NaN or inf, with how many of its values do; None when every
+    value is finite. A model with one such value computes NaN logits everywhere: evaluated, it scores 0 without a
+    word; trained from, it stays NaN."""
+    import torch
+
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                return f"{key} has {bad} of {tensor.numel()} values NaN or inf"
+    return None
+
+
+def refuse_nonfinite(model, name) -> None:
+    """A ValueError in one line when `model` (loaded from `name`) holds a non-finite weight."""
+    problem = nonfinite(model)
+    if problem:
+        raise ValueError(f"model {str(name)!r} has non-finite weights ({problem}): it is damaged or was saved from "
+                         f"a diverged run; it is neither evaluated nor trained from")
 
 
 def lora_config(lora=True):

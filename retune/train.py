@@ -30,7 +30,7 @@ from typing import NamedTuple
 from . import data
 from .files import file_sha256, locked, versions, write_json
 from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
-                    freeze_lower, torch_dtype, with_lora)
+                    freeze_lower, nonfinite, refuse_nonfinite, torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
 from .runcheck import check_inputs, check_source, damaged, discard, out_of_space, read_run, record_files
@@ -149,6 +149,7 @@ def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype:
         base, _ = load_base(run["model"], run.get("model_config"), dtype or run["config"]["dtype"],
                             (device or "cpu") if placed else None)
         model = PeftModel.from_pretrained(base, run_dir / "adapter")
+        refuse_nonfinite(model, run_dir)  # the adapter's own weights (the base was checked as it loaded)
         if merge:
             model = model.merge_and_unload()
     if device is not None or dtype is not None:
@@ -306,6 +307,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_seconds = time.perf_counter() - train_start
         counter.add_other_processes(trainer)
+        diverged(trainer, result, resume, config, run_dir if rank0 else None)  # never cached as finished
         if not rank0:
             return run_dir
 
@@ -317,6 +319,28 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         write_json(run_dir / "measurements.json", m)  # last: marks the run finished
         shutil.rmtree(checkpoints, ignore_errors=True)
         return run_dir
+
+
+def diverged(trainer, result, resume, config: TrainConfig, run_dir: Path | None) -> None:
+    """Refuse, in one line, a run whose weights or final loss are not finite (a learning rate far too large makes
+    every weight NaN, and such a run evaluated scores 0 as if it had learned nothing), removing its directory
+    (`run_dir`; None in the ranks that do not write) so that nothing of it is cached or resumed."""
+    import math
+
+    loss = final_loss(trainer, result, resume)
+    problem = nonfinite(trainer.model) or (None if loss is None or math.isfinite(loss) else f"the loss is {loss}")
+    if problem is None:
+        return
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    raise ValueError(f"training diverged ({problem}); nothing was cached. The likely cause is the learning rate "
+                     f"(train.lr={config.lr:g}): lower it")
+
+
+def final_loss(trainer, result, resume) -> float | None:
+    """The whole run's mean loss (see whole_run_loss), the Trainer's own where nothing was logged."""
+    return whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0) \
+        or result.training_loss
 
 
 def launch(model_source: str, paths: list[Path], config: TrainConfig, runs_dir, model_config, run_dir: Path,
@@ -375,8 +399,7 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "examples_per_s": round(counter.examples / train_seconds, 2),
         "tokens_per_s": round(counter.real_tokens / train_seconds, 1),
         "steps": trainer.state.global_step,
-        "train_loss": whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0)
-        or result.training_loss,  # the whole run's, also when it resumed (the Trainer's covers this process)
+        "train_loss": final_loss(trainer, result, resume),  # the whole run's, also when it resumed
         "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(wall_seconds, 2),

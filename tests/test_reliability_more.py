@@ -1,0 +1,91 @@
+"""Reliability, continued: numbers that are never silently wrong (non-finite weights and losses, measurements of
+resumed runs, digests of the files results come from) and settings bounded before anything is created.
+
+Tiny models on one thread: every training run here takes seconds."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from retune import data
+from retune.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+torch.set_num_threads(1)
+
+
+def run(argv) -> int:
+    """The CLI in-process; argparse's own errors (SystemExit) count as their exit code."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+
+
+def one_line_error(capsys, *words) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.startswith("retune")]
+    assert lines and "Traceback" not in err, err
+    assert all(w in lines[-1] for w in words), lines[-1]
+    return lines[-1]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    path = tmp_path / "d.jsonl"
+    data.make("parity", "retuning", path, sizes=(2, 4), n=5, seed=0, progress=False)
+    return path
+
+
+def train_argv(tmp_path, dataset, *sets):
+    return ["train", "--data", str(dataset), "--profile", "smoke", "--set", f"paths.runs={tmp_path / 'runs'}",
+            "--set", "train.max_steps=3", *[x for s in sets for x in ("--set", s)]]
+
+
+def finished_runs(tmp_path) -> list[Path]:
+    return [p.parent for p in (tmp_path / "runs").rglob("measurements.json")]
+
+
+# --- numerical faults: never cached, never loaded ---------------------------------------------------------------
+def test_a_diverged_run_is_refused_naming_the_learning_rate_and_nothing_is_cached(tmp_path, dataset, capsys):
+    assert run(train_argv(tmp_path, dataset, "train.lr=1e30")) == 2
+    line = one_line_error(capsys, "diverged", "train.lr=1e+30", "NaN")
+    assert "nothing was cached" in line
+    runs = tmp_path / "runs"
+    assert not runs.exists() or [p for p in runs.rglob("*") if p.is_file()] == [], list(runs.rglob("*"))
+    # and the same command with a sane rate trains and caches (the refusal left nothing in its way)
+    assert run(train_argv(tmp_path, dataset)) == 0
+    assert len(finished_runs(tmp_path)) == 1
+
+
+def nan_model_dir(tmp_path) -> Path:
+    """A pretrained-kind model directory whose weights are whole files but hold NaN values."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _tiny_pretrained import write_tiny_pretrained
+    from safetensors.torch import load_file, save_file
+
+    path = write_tiny_pretrained(tmp_path / "nan-model")
+    weights = load_file(path / "model.safetensors")
+    key = sorted(weights)[3]
+    weights[key] = weights[key].clone()
+    weights[key].view(-1)[:5] = float("nan")
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+def test_a_model_directory_with_nan_weights_is_refused_in_one_line(tmp_path, dataset, capsys):
+    model = nan_model_dir(tmp_path)
+    assert run(["eval", "--model", str(model), "--task", "parity", "--method", "retuning", "--sizes", "2",
+                "--n", "1", "--out", str(tmp_path / "out")]) == 2
+    one_line_error(capsys, "non-finite weights", "nan-model")
+    assert not (tmp_path / "out").exists()
+    assert run(train_argv(tmp_path, dataset) + ["--model", str(model)]) == 2
+    one_line_error(capsys, "non-finite weights")
+    assert finished_runs(tmp_path) == []
