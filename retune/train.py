@@ -236,6 +236,27 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
+def finished_at(checkpoint: Path) -> bool:
+    """Whether `checkpoint` was written at the run's last step (the Trainer always saves there): killed between it
+    and the model's save, the run has nothing left to train."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def restore_finished(trainer, checkpoint: Path):
+    """The Trainer's model and state as `checkpoint` (written at the last step) holds them, without training:
+    resumed from there, the Trainer would run a step past the end with gradient accumulation (7 steps of 6)."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, None, {})
+
+
 # --- training --------------------------------------------------------------------------------------------
 
 def use_lora(config: TrainConfig, kind: str):
@@ -300,11 +321,14 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         checkpoints = run_dir / "checkpoints"
         resume = last_checkpoint(checkpoints)
         trainer, counter = make_trainer(model, tok, examples, config, checkpoints, callbacks)
+        if resume:  # the counts of the steps before the checkpoint, so the measurements cover the whole run
+            counter.restore(resume, trainer.args.process_index)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         train_start = time.perf_counter()
         with out_of_space(run_dir):  # a full disk: one line, and the next try resumes
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            result = restore_finished(trainer, resume) if resume and finished_at(resume) else \
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_seconds = time.perf_counter() - train_start
         counter.add_other_processes(trainer)
         diverged(trainer, result, resume, config, run_dir if rank0 else None)  # never cached as finished
@@ -386,8 +410,9 @@ def stats(values: list[int]) -> dict:
 
 
 def measurements(examples, dropped, counter, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:
-    """What a run cost and saw. Throughput counts real (non-padding) tokens of the batches run in this process
-    (a resumed run counts only what it ran after the checkpoint)."""
+    """What a run cost and saw. Batches, tokens and throughput cover the whole run, a resumed one included (the
+    counts before its checkpoint were saved with it); throughput is over the seconds spent in optimizer steps, so
+    that starting, resuming and saving do not count against it. train_seconds is this process's time in training."""
     return {
         "examples": len(examples),
         "dropped_too_long": dropped,
@@ -396,8 +421,9 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "tokens_per_batch": stats(counter.batch_tokens),
         "batches_run": len(counter.batch_tokens),
         "padding_fraction": round(counter.padding_fraction, 4),
-        "examples_per_s": round(counter.examples / train_seconds, 2),
-        "tokens_per_s": round(counter.real_tokens / train_seconds, 1),
+        "examples_per_s": round(counter.examples / max(counter.step_seconds, 1e-9), 2),
+        "tokens_per_s": round(counter.real_tokens / max(counter.step_seconds, 1e-9), 1),
+        "step_seconds": round(counter.step_seconds, 2),
         "steps": trainer.state.global_step,
         "train_loss": final_loss(trainer, result, resume),  # the whole run's, also when it resumed
         "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],

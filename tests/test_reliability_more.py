@@ -89,3 +89,61 @@ def test_a_model_directory_with_nan_weights_is_refused_in_one_line(tmp_path, dat
     assert run(train_argv(tmp_path, dataset) + ["--model", str(model)]) == 2
     one_line_error(capsys, "non-finite weights")
     assert finished_runs(tmp_path) == []
+
+
+# --- measurements survive resumption ----------------------------------------------------------------------------
+KILLED_RUN = """
+import os, signal, sys
+from transformers import TrainerCallback
+from retune import train as T
+sys.path.insert(0, {tests!r})
+from test_reliability_more import TINY, recipe
+
+class KillAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+kill = []
+if {where!r} == "save":  # after the last checkpoint, before the model is saved beside it
+    T.save_model = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+else:  # mid-run, after step 5, whose checkpoint is not written (the last is checkpoint-4)
+    kill = [KillAtStep()]
+T.train("tiny", [{data!r}], recipe(), {runs!r}, TINY, callbacks=kill)
+"""
+
+
+def recipe():
+    from retune.train import TrainConfig
+
+    return TrainConfig(max_steps=6, batch_size=8, grad_accum=2, save_steps=4, threads=1, logging_steps=4,
+                       progress=False, lr=3e-3)
+
+
+@pytest.mark.parametrize("where", ["save", "step"])
+def test_a_resumed_runs_measurements_are_the_uninterrupted_runs(tmp_path, where):
+    from retune import train as T
+
+    path = tmp_path / "d.jsonl"
+    data.make("addition", "baseline", path, sizes=(1, 3), n=20, seed=0, progress=False)
+    runs = tmp_path / "runs"
+    script = KILLED_RUN.format(tests=str(ROOT / "tests"), data=str(path), runs=str(runs), where=where)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert child.returncode == -9, child.stderr[-2000:]
+    (run_dir,) = runs.iterdir()
+    assert not (run_dir / "measurements.json").exists()
+
+    resumed_dir = T.train("tiny", [path], recipe(), runs, TINY)
+    straight_dir = T.train("tiny", [path], recipe(), tmp_path / "other", TINY)
+    resumed, straight = (json.loads((d / "measurements.json").read_text()) for d in (resumed_dir, straight_dir))
+    a, b = (T.load_trained(d)[0].state_dict() for d in (resumed_dir, straight_dir))
+    for k in a:  # the weights too: no step trained past the end
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert resumed["resumed_from"] == ("checkpoint-6" if where == "save" else "checkpoint-4")
+    for key in ("steps", "batches_run", "tokens_per_batch", "padding_fraction", "examples", "losses"):
+        assert resumed[key] == straight[key], key
+    assert straight["batches_run"] == 12  # 6 steps of 2 batches each
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-5)
+    for key in ("examples_per_s", "tokens_per_s"):  # timings: the same within what a busy machine varies
+        assert straight[key] / 3 < resumed[key] < straight[key] * 3, (key, resumed[key], straight[key])
