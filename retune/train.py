@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -30,11 +29,12 @@ from typing import NamedTuple
 from . import data
 from .files import file_sha256, locked, versions, write_json
 from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
-                    freeze_lower, nonfinite, refuse_nonfinite, torch_dtype, with_lora)
+                    freeze_lower, refuse_nonfinite, torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
 from .runcheck import check_inputs, check_source, damaged, discard, out_of_space, read_run, record_files
-from .trainer import make_trainer, read_jsonl, tokenize, whole_run_loss
+from .trainer import (diverged, final_loss, finished_at, make_trainer, peak_memory, read_jsonl, restore_finished,
+                      stats, tokenize)
 
 
 @dataclass
@@ -236,27 +236,6 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def finished_at(checkpoint: Path) -> bool:
-    """Whether `checkpoint` was written at the run's last step (the Trainer always saves there): killed between it
-    and the model's save, the run has nothing left to train."""
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-        return 0 < int(state["max_steps"]) <= int(state["global_step"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return False
-
-
-def restore_finished(trainer, checkpoint: Path):
-    """The Trainer's model and state as `checkpoint` (written at the last step) holds them, without training:
-    resumed from there, the Trainer would run a step past the end with gradient accumulation (7 steps of 6)."""
-    from transformers.trainer_callback import TrainerState
-    from transformers.trainer_utils import TrainOutput
-
-    trainer._load_from_checkpoint(str(checkpoint))
-    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
-    return TrainOutput(trainer.state.global_step, None, {})
-
-
 # --- training --------------------------------------------------------------------------------------------
 
 def use_lora(config: TrainConfig, kind: str):
@@ -345,28 +324,6 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         return run_dir
 
 
-def diverged(trainer, result, resume, config: TrainConfig, run_dir: Path | None) -> None:
-    """Refuse, in one line, a run whose weights or final loss are not finite (a learning rate far too large makes
-    every weight NaN, and such a run evaluated scores 0 as if it had learned nothing), removing its directory
-    (`run_dir`; None in the ranks that do not write) so that nothing of it is cached or resumed."""
-    import math
-
-    loss = final_loss(trainer, result, resume)
-    problem = nonfinite(trainer.model) or (None if loss is None or math.isfinite(loss) else f"the loss is {loss}")
-    if problem is None:
-        return
-    if run_dir is not None:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    raise ValueError(f"training diverged ({problem}); nothing was cached. The likely cause is the learning rate "
-                     f"(train.lr={config.lr:g}): lower it")
-
-
-def final_loss(trainer, result, resume) -> float | None:
-    """The whole run's mean loss (see whole_run_loss), the Trainer's own where nothing was logged."""
-    return whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0) \
-        or result.training_loss
-
-
 def launch(model_source: str, paths: list[Path], config: TrainConfig, runs_dir, model_config, run_dir: Path,
            callbacks=()) -> Path:
     """Train one run in `config.processes` processes started by torchrun (`python -m torch.distributed.run`), each
@@ -393,20 +350,6 @@ def launch(model_source: str, paths: list[Path], config: TrainConfig, runs_dir, 
 def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:
     model.save_pretrained(run_dir / ("adapter" if lora else "model"))
     tokenizer.save_pretrained(run_dir / "tokenizer")
-
-
-def peak_memory() -> dict:
-    """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
-    import torch
-
-    out = {"rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if torch.cuda.is_available():
-        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
-
-
-def stats(values: list[int]) -> dict:
-    return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
 
 
 def measurements(examples, dropped, counter, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:

@@ -7,6 +7,7 @@ The run cache around it (what a run is, where it lives, when it is finished) is 
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -94,7 +95,6 @@ class TokenCounter:
     def restore(self, checkpoint: Path, rank: int) -> bool:
         """The counts saved with `checkpoint`; False (and counting from zero) where it has none, as a checkpoint
         written before counts were saved has not."""
-        import json
 
         try:
             saved = json.loads((Path(checkpoint) / self.FILE.format(rank=rank)).read_text(encoding="utf-8"))
@@ -294,6 +294,68 @@ def whole_run_loss(log_history: list[dict], resumed_at: int = 0) -> float | None
         steps += entry["step"] - start
         last = entry["step"]
     return total / steps if steps else None
+
+
+def finished_at(checkpoint: Path) -> bool:
+    """Whether `checkpoint` was written at the run's last step (the Trainer always saves there): killed between it
+    and the model's save, the run has nothing left to train."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def restore_finished(trainer, checkpoint: Path):
+    """The Trainer's model and state as `checkpoint` (written at the last step) holds them, without training:
+    resumed from there, the Trainer would run a step past the end with gradient accumulation (7 steps of 6)."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, None, {})
+
+
+def diverged(trainer, result, resume, config: "TrainConfig", run_dir: Path | None) -> None:
+    """Refuse, in one line, a run whose weights or final loss are not finite (a learning rate far too large makes
+    every weight NaN, and such a run evaluated scores 0 as if it had learned nothing), removing its directory
+    (`run_dir`; None in the ranks that do not write) so that nothing of it is cached or resumed."""
+    import math
+    import shutil
+
+    from .model import nonfinite
+
+    loss = final_loss(trainer, result, resume)
+    problem = nonfinite(trainer.model) or (None if loss is None or math.isfinite(loss) else f"the loss is {loss}")
+    if problem is None:
+        return
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    raise ValueError(f"training diverged ({problem}); nothing was cached. The likely cause is the learning rate "
+                     f"(train.lr={config.lr:g}): lower it")
+
+
+def final_loss(trainer, result, resume) -> float | None:
+    """The whole run's mean loss (see whole_run_loss), the Trainer's own where nothing was logged."""
+    return whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0) \
+        or result.training_loss
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
+    import resource
+
+    import torch
+
+    out = {"rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def stats(values: list[int]) -> dict:
+    return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
 
 
 def _callbacks():

@@ -147,3 +147,98 @@ def test_a_resumed_runs_measurements_are_the_uninterrupted_runs(tmp_path, where)
     assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-5)
     for key in ("examples_per_s", "tokens_per_s"):  # timings: the same within what a busy machine varies
         assert straight[key] / 3 < resumed[key] < straight[key] * 3, (key, resumed[key], straight[key])
+
+
+# --- digests: the shipped traces, their metadata, the caches beside a run --------------------------------------
+@pytest.fixture
+def shipped_copy(tmp_path):
+    """The committed traces file and its meta file, in a results folder of their own."""
+    import shutil
+
+    from retune.profiles import load_profile
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("traces.jsonl.gz", "traces.meta.json"):
+        shutil.copy(ROOT / "results" / name, results / name)
+    return load_profile("cpu", {"paths": {"results": str(results)}}), results
+
+
+def test_the_committed_traces_file_matches_its_meta_file(shipped_copy):
+    from retune import files, traces
+
+    profile, results = shipped_copy
+    meta = json.loads((results / "traces.meta.json").read_text())
+    assert meta["sha256"] == files.file_sha256(results / "traces.jsonl.gz")
+    read = traces.shipped_traces(profile)
+    assert sum(len(t) for _, t in read.values()) == sum(r["problems"] for r in meta["runs"])
+
+
+def test_lines_swapped_for_copies_keep_the_count_and_are_still_refused(shipped_copy):
+    """Lines 100-120 deleted, 21 copied lines added: the count the meta file lists still holds."""
+    import gzip
+
+    from retune import traces
+
+    profile, results = shipped_copy
+    path = results / "traces.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)
+    changed = lines[:99] + lines[120:] + lines[200:221]
+    assert len(changed) == len(lines)
+    path.write_bytes(gzip.compress("".join(changed).encode(), mtime=0))
+    with pytest.raises(traces.DamagedTraces, match="sha256") as err:
+        traces.shipped_traces(profile)
+    assert "damaged" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("change", [{"runs": None}, {"runs": [{"problems": "90"}]}, {"runs": [None]},
+                                    {"runs": [{"problems": True}]}, {"sha256": None}, {"sha256": 5}, "whole: []"])
+def test_malformed_metadata_is_the_one_line_damaged_error(shipped_copy, change):
+    from retune import traces
+
+    profile, results = shipped_copy
+    meta_path = results / "traces.meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps([] if change == "whole: []" else meta | change))
+    with pytest.raises(traces.DamagedTraces) as err:
+        traces.cached_traces(profile, [], say=lambda *_: None)
+    assert "damaged" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.fixture
+def evaluated_run(tmp_path):
+    """A tiny run trained on parity, and `retune eval --run` of it once (its evaluation cached beside it)."""
+    from retune import train as T
+
+    path = tmp_path / "d.jsonl"
+    data.make("parity", "retuning", path, sizes=(2, 4), n=5, seed=0, progress=False)
+    run_dir = T.train("tiny", [path], T.TrainConfig(max_steps=2, batch_size=8, threads=1, progress=False,
+                                                    save_steps=100), tmp_path / "runs", TINY)
+    argv = ["eval", "--run", str(run_dir), "--profile", "smoke", "--sizes", "2", "--n", "2"]
+    assert run(argv) == 0
+    return run_dir, argv
+
+
+def test_garbage_in_a_placement_file_is_named(evaluated_run, capsys):
+    run_dir, argv = evaluated_run
+    capsys.readouterr()
+    (placement,) = (run_dir / "evals").glob("*.placement.json")
+    for garbage in ("{not json", "[]", '{"device": 1}'):
+        placement.write_text(garbage)
+        assert run(argv) == 2
+        one_line_error(capsys, str(placement), "not a placement record")
+
+
+@pytest.mark.parametrize("damage", ["weights deleted", "weights changed"])
+def test_a_cached_evaluation_is_not_served_for_a_run_whose_weights_are_gone(evaluated_run, capsys, damage):
+    import shutil
+
+    run_dir, argv = evaluated_run
+    capsys.readouterr()
+    if damage == "weights deleted":
+        shutil.rmtree(run_dir / "model")
+    else:
+        weights = run_dir / "model" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    assert run(argv) == 2
+    one_line_error(capsys, str(run_dir), "not a whole finished run")
