@@ -375,6 +375,29 @@ def check_lora(lora, where: str = "train") -> None:
     for key in lora:
         if key not in allowed:
             raise unknown_key(key, allowed, f"{where}.lora")
+    _check_lora_values(lora, f"{where}.lora")
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's linear layers
+
+
+def _check_lora_values(lora: dict, where: str) -> None:
+    """The adapter's values, checked here with the key named: peft accepted lora_alpha -5, and named r 0 or an
+    unknown module only after the dataset was built (r NaN was a TypeError traceback)."""
+    import math
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    checks = {"r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**16, "an integer in "
+                    "1..65536"),
+              "lora_alpha": (lambda v: number(v) and v > 0, "a finite number > 0"),
+              "lora_dropout": (lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)"),
+              "target_modules": (lambda v: v == "all-linear" or (isinstance(v, list) and v and all(
+                  m in LORA_TARGETS for m in v)), f"all-linear or a list of {', '.join(LORA_TARGETS)}")}
+    for key, (good, allowed) in checks.items():
+        if key in lora and not good(lora[key]):
+            raise ProfileError(f"{where}.{key}: expected {allowed}, got {lora[key]!r}")
 
 
 def with_lora(model, lora=True):

@@ -283,9 +283,17 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
             raise ValueError("frozen_layers applies to full fine-tuning; this run uses LoRA (set lora: false)")
         model = with_lora(model, lora) if lora else freeze_lower(model, config.frozen_layers)
         records = [r for p in paths for r in read_jsonl(p)]
-        examples, dropped = tokenize(records, tok, config.max_length)
+        # An example longer than the model's positions would train on positions it has no embedding for (RoPE
+        # computes them anyway, silently): such examples are dropped and counted, as those over max_length are.
+        positions = getattr(model.config, "max_position_embeddings", None) or config.max_length
+        limit = min(config.max_length, positions)
+        examples, dropped = tokenize(records, tok, limit)
         if not examples:
-            raise ValueError(f"no training examples: all {len(records)} records are longer than max_length={config.max_length}")
+            raise ValueError(f"no training examples: all {len(records)} records are longer than "
+                             f"{'max_length' if limit == config.max_length else 'the model positions'}={limit}")
+        if dropped and limit < config.max_length:
+            print(f"retune: {dropped} of {len(records)} examples (longer than the model's {positions} positions, "
+                  f"model max_position_embeddings) dropped", file=sys.stderr)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         # Local sources are recorded absolute, so load_trained can rebuild a LoRA run's base from any directory.

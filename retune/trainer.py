@@ -95,7 +95,6 @@ class TokenCounter:
     def restore(self, checkpoint: Path, rank: int) -> bool:
         """The counts saved with `checkpoint`; False (and counting from zero) where it has none, as a checkpoint
         written before counts were saved has not."""
-
         try:
             saved = json.loads((Path(checkpoint) / self.FILE.format(rank=rank)).read_text(encoding="utf-8"))
             real, padded, batches = int(saved["real_tokens"]), int(saved["padded_tokens"]), saved["batch_tokens"]

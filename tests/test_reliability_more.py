@@ -242,3 +242,84 @@ def test_a_cached_evaluation_is_not_served_for_a_run_whose_weights_are_gone(eval
         weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     assert run(argv) == 2
     one_line_error(capsys, str(run_dir), "not a whole finished run")
+
+
+# --- settings bounded, checked before anything is created -------------------------------------------------------
+BEYOND = [  # (--set, what the one line must say)
+    ("model.tiny.hidden_size=1000000", "model.tiny.hidden_size: must be at most 65,536"),
+    ("model.tiny.num_hidden_layers=100000", "model.tiny.num_hidden_layers: must be at most 1,024"),
+    ("model.tiny.intermediate_size=10000000000", "model.tiny.intermediate_size: must be at most 262,144"),
+    ("model.tiny={hidden_size: 65536, num_attention_heads: 2, intermediate_size: 262144}", "GiB to train"),
+    ("pretrain={examples: 100000000000000}", "pretrain.examples: must be at most 100,000,000"),
+    ("pretrain={max_length: 100000000000}", "pretrain.max_length: must be at most 4,096"),
+    ("train.max_length=100000000000", "train.max_length: must be at most 1,048,576"),
+    ("train.max_steps=100000000000000000000", "train.max_steps: must be at most 100,000,000"),
+    ("train.warmup_steps=100000000000000000000", "train.warmup_steps: must be at most"),
+    ("train.grad_accum=100000000000000000000", "train.grad_accum: must be at most 65,536"),
+    (f"train.batch_size={2 ** 63}", "train.batch_size: must be at most 65,536"),
+    ("train.by_task={parity: {max_steps: 1000000000}}", "train.by_task.parity.max_steps: must be at most"),
+    ("train.lora={r: .nan}", "train.lora.r: expected an integer"),
+    ("train.lora={r: 0}", "train.lora.r: expected an integer in 1..65536"),
+    ("train.lora={r: -1}", "train.lora.r"),
+    ("train.lora={lora_alpha: -5}", "train.lora.lora_alpha: expected a finite number > 0"),
+    ("train.lora={lora_dropout: 2}", "train.lora.lora_dropout: expected a number in [0, 1)"),
+    ("train.lora={target_modules: [nosuch_proj]}", "train.lora.target_modules: expected all-linear or a list"),
+    ("train.sizes={nosuchtask: 3}", "train.sizes: unknown task 'nosuchtask'"),
+    ("eval.sizes={nosuchtask: [1, 2]}", "eval.sizes: unknown task 'nosuchtask'"),
+    ("seeds=[0, 0]", "seeds: each may be given once; 0 is given twice"),
+    ("methods=[retuning, retuning]", "methods: each may be given once"),
+    ("tasks=[]", "tasks: give at least one"),
+    ("methods=[]", "methods: give at least one"),
+]
+
+
+@pytest.mark.parametrize("setting,message", BEYOND, ids=[s for s, _ in BEYOND])
+def test_a_setting_beyond_its_bound_is_one_line_before_anything_is_created(tmp_path, dataset, capsys, setting,
+                                                                            message, monkeypatch):
+    import time
+
+    from retune import train as T
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was built before the settings were checked")
+    monkeypatch.setattr(T, "load_base", refuse)
+    start = time.perf_counter()
+    assert run(train_argv(tmp_path, dataset, setting)) == 2
+    one_line_error(capsys, message)
+    assert time.perf_counter() - start < 10 and not (tmp_path / "runs").exists()
+
+
+def test_a_cuda_device_without_cuda_is_refused_before_a_run_directory(tmp_path, dataset, capsys, monkeypatch):
+    from retune import train as T
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run(train_argv(tmp_path, dataset, "train.device=cuda")) == 2
+    one_line_error(capsys, "train.device", "needs a CUDA device")
+    with pytest.raises(ValueError, match="train.device"):  # the library too
+        T.train("tiny", [dataset], T.TrainConfig(device="cuda", max_steps=1), tmp_path / "runs", TINY)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_workers_and_executor_values_beyond_the_machine_are_refused(tmp_path, capsys):
+    from retune import executors
+    from retune.profiles import load_profile
+
+    for sets, message in (({"workers": 1000000}, "workers: must be in 1.."),
+                          ({"executor": {"mem_gb": float("inf")}}, "executor.mem_gb: must be in 1..1,048,576"),
+                          ({"executor": {"time_min": 10**12}}, "executor.time_min: must be in 1..")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            executors.check(load_profile("smoke", sets))
+
+
+def test_examples_longer_than_the_models_positions_are_dropped_and_counted(tmp_path, dataset, capsys):
+    from retune import train as T
+
+    tiny = dict(TINY, max_position_embeddings=80)
+    run_dir = T.train("tiny", [dataset], T.TrainConfig(max_steps=1, batch_size=4, threads=1, progress=False),
+                      tmp_path / "runs", tiny)
+    m = json.loads((run_dir / "measurements.json").read_text())
+    assert m["dropped_too_long"] > 0 and m["tokens_per_example"]["max"] <= 80
+    assert "longer than the model's 80 positions" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="longer than the model positions=4"):
+        T.train("tiny", [dataset], T.TrainConfig(max_steps=1, batch_size=4, threads=1, progress=False),
+                tmp_path / "runs", dict(TINY, max_position_embeddings=4))
