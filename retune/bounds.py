@@ -10,6 +10,7 @@ tiny model is about to be built.
 from __future__ import annotations
 
 import os
+import re
 
 from .settings import ProfileError
 
@@ -57,6 +58,10 @@ def check_profile_bounds(p, recipes: list) -> None:
     given twice would be trained once and pooled twice)."""
     from .tasks import TASKS
 
+    # The name files results under (results/notebooks/<profile>/, ...): a name, never a path out of that folder.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", p.profile) or ".." in p.profile:
+        raise ProfileError(f"profile: expected a name of letters, digits, '_', '-' and '.' (no path), got "
+                           f"{p.profile!r}")
     for where, recipe in recipes:
         check_recipe_bounds(recipe, where)
     if p.pretrain:

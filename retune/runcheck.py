@@ -147,7 +147,8 @@ def discard(run_dir, problem: str) -> None:
 
 # --- while training -----------------------------------------------------------------------------------------------
 OUT_OF_SPACE = ("No space left", "iostream error", "failed writing file", "file write failed", "StorageFull",
-                "code: 28")  # how torch, safetensors and the OS say a write failed for want of space
+                "code: 28", "unexpected pos")  # how torch (its zip writer too), safetensors and the OS say a write
+#                                                   failed for want of space
 
 
 @contextlib.contextmanager

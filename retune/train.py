@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from . import data
 from .files import file_sha256, locked, versions, write_json
-from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
+from .model import (CHARS, TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
                     freeze_lower, refuse_nonfinite, torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
@@ -283,6 +283,8 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
             raise ValueError("frozen_layers applies to full fine-tuning; this run uses LoRA (set lora: false)")
         model = with_lora(model, lora) if lora else freeze_lower(model, config.frozen_layers)
         records = [r for p in paths for r in read_jsonl(p)]
+        for p in paths if kind == "tiny" else ():  # the character tokenizer's alphabet: printable ASCII, newline
+            data.check_alphabet(p, CHARS, "the tiny model's character tokenizer")
         # An example longer than the model's positions would train on positions it has no embedding for (RoPE
         # computes them anyway, silently): such examples are dropped and counted, as those over max_length are.
         positions = getattr(model.config, "max_position_embeddings", None) or config.max_length

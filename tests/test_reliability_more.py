@@ -323,3 +323,42 @@ def test_examples_longer_than_the_models_positions_are_dropped_and_counted(tmp_p
     with pytest.raises(ValueError, match="longer than the model positions=4"):
         T.train("tiny", [dataset], T.TrainConfig(max_steps=1, batch_size=4, threads=1, progress=False),
                 tmp_path / "runs", dict(TINY, max_position_embeddings=4))
+
+
+# --- training data: valid text, within a line limit, inside the tokenizer's alphabet ----------------------------
+BAD_LINES = {
+    "lone surrogate": ('{"input": "\\ud800 x", "output": "1"}', "a lone surrogate"),
+    "deep nesting": ('{"input": "x", "output": "1", "n": ' + "[" * 200000 + "]" * 200000 + "}",
+                     "nested too deeply"),
+    "long line": ('{"input": "' + "1" * (2 << 20) + '", "output": "1"}', "a record may have at most"),
+    "outside the alphabet": ('{"input": "x \u00e9", "output": "1"}', "'\u00e9', a character the tiny model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+def test_training_data_that_is_not_trainable_text_is_named_by_file_and_line(tmp_path, dataset, capsys, case):
+    line, message = BAD_LINES[case]
+    with dataset.open("a") as f:
+        f.write(line + "\n")
+    number = len(dataset.read_text(encoding="utf-8", errors="surrogateescape").splitlines())
+    assert run(train_argv(tmp_path, dataset)) == 2
+    one_line_error(capsys, f"{dataset}:{number}", message)
+    assert finished_runs(tmp_path) == []
+
+
+def test_a_full_disk_in_torchs_zip_writer_is_the_one_line_message(tmp_path, dataset, capsys, monkeypatch):
+    """How torch's zip writer says it when a checkpoint does not fit (before: a 46-line traceback)."""
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, "save", full)
+    assert run(train_argv(tmp_path, dataset, "train.save_steps=1")) == 2
+    one_line_error(capsys, "[Errno 28] no space left while writing")
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "..", "a/b", ""])
+def test_a_profile_name_cannot_leave_the_results_folder(name):
+    from retune.profiles import load_profile
+    from retune.settings import ProfileError
+
+    with pytest.raises(ProfileError, match="profile: expected a name"):
+        load_profile("smoke", {"profile": name})
