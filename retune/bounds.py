@@ -64,6 +64,8 @@ def check_profile_bounds(p, recipes: list) -> None:
                            f"{p.profile!r}")
     for where, recipe in recipes:
         check_recipe_bounds(recipe, where)
+        if p.model.source == "tiny":  # its layers are known now: refused here, not after the dataset is built
+            at_most(f"{where}.frozen_layers", recipe.frozen_layers, p.model.tiny.num_hidden_layers)
     if p.pretrain:
         check_pretrain_bounds(p.pretrain)
         for task, own in p.pretrain.by_task.items():

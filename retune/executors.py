@@ -250,6 +250,28 @@ class Jobs:
         pass
 
 
+_SIGTERM = []  # the handler stopped_by_sigterm replaced
+
+
+def stopped_by_sigterm(restore: bool = False) -> None:
+    """While the driver waits, SIGTERM (`kill`, a scheduler's stop) raises SystemExit in it, so that what is in
+    flight is stopped as for Ctrl-C: by default the process died at once, and submitit's jobs ran on for minutes
+    with no parent. `restore` puts the previous handler back. Only the main thread may set handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if restore:
+        if _SIGTERM:
+            signal.signal(signal.SIGTERM, _SIGTERM.pop())
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    _SIGTERM.append(signal.signal(signal.SIGTERM, stop))
+
+
 # --- the driver -------------------------------------------------------------------------------------------------
 def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: tuple | None = None) -> list[Piece]:
     """Every piece of the plan (or of `pieces`: (first, runs)) that is not finished yet, done by `backend`; returns
@@ -267,8 +289,10 @@ def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: t
     log(f"{len(everything)} pieces of work ({len(done)} done before) by {backend.describe}")
     bar = tqdm(total=len(everything), initial=len(done), desc="pieces", unit="piece", disable=not progress)
     failures, skipped = [], []
-    pending = backend.start(profile, waiting.pop(None, []))
+    pending = []
+    stopped_by_sigterm()  # before the first job starts: from then on a SIGTERM stops them
     try:
+        pending = backend.start(profile, waiting.pop(None, []))
         while pending:
             ready = [item for item in pending if backend.ready(item[1])]
             if not ready:
@@ -293,6 +317,7 @@ def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: t
         backend.stop(pending)
         raise
     finally:
+        stopped_by_sigterm(restore=True)
         bar.close()
     backend.close()
     if failures:

@@ -258,6 +258,7 @@ BEYOND = [  # (--set, what the one line must say)
     ("train.grad_accum=100000000000000000000", "train.grad_accum: must be at most 65,536"),
     (f"train.batch_size={2 ** 63}", "train.batch_size: must be at most 65,536"),
     ("train.by_task={parity: {max_steps: 1000000000}}", "train.by_task.parity.max_steps: must be at most"),
+    ("train.frozen_layers=100", "train.frozen_layers: must be at most 2"),
     ("train.lora={r: .nan}", "train.lora.r: expected an integer"),
     ("train.lora={r: 0}", "train.lora.r: expected an integer in 1..65536"),
     ("train.lora={r: -1}", "train.lora.r"),
@@ -362,3 +363,48 @@ def test_a_profile_name_cannot_leave_the_results_folder(name):
 
     with pytest.raises(ProfileError, match="profile: expected a name"):
         load_profile("smoke", {"profile": name})
+
+
+# --- interrupting the driver stops what is in flight ------------------------------------------------------------
+DRIVER = """
+import sys
+from retune import executors as E
+from retune.plan import Piece
+from retune.profiles import load_profile
+from retune.runs import RunSpec
+
+class NeverDone:
+    describe, poll_s = "jobs that never finish", 0.05
+
+    def start(self, profile, pieces):
+        return [(piece, object()) for piece in pieces]
+
+    def ready(self, job):
+        print("started", flush=True)  # the driver waits on its jobs
+        return False
+
+    def stop(self, pending):
+        open({stopped!r}, "w").write(str(len(pending)))
+
+    def close(self):
+        pass
+
+profile = load_profile("smoke", {{"paths": {{"runs": {runs!r}}}}})
+pieces = [Piece("run", seed, RunSpec("parity", "baseline", seed)) for seed in range(3)]
+E.drive(profile, NeverDone(), lambda line: None, progress=False, pieces=([], pieces))
+"""
+
+
+def test_sigterm_stops_the_jobs_in_flight(tmp_path):
+    """`retune reproduce` stopped by SIGTERM: the executor's stop (submitit's cancel) runs, as for Ctrl-C; before,
+    the process died at once and submitit's job processes ran on with no parent."""
+    import signal
+
+    stopped = tmp_path / "stopped"
+    script = DRIVER.format(stopped=str(stopped), runs=str(tmp_path / "runs"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    assert stopped.read_text() == "3"  # every job in flight was stopped
