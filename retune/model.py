@@ -16,6 +16,7 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .files import quiet_loader
 from .settings import ProfileError, at_least, check_seed, positive_finite
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -159,8 +160,6 @@ def check_training_device(device: str, bf16, where: str = "train") -> None:
     """A recipe's `device` and `bf16`: bf16 true needs a CUDA device that has bf16, checked against this machine's
     GPU where it has one (a machine without CUDA cannot tell: the one that trains checks again). `auto` needs no
     check: it is on exactly where the training device is a GPU with bf16."""
-    from .settings import ProfileError
-
     if device not in TRAIN_DEVICES:
         raise ProfileError(f"{where}.device: expected one of {', '.join(TRAIN_DEVICES)}, got {device!r}")
     if bf16 is True and (device == "cpu" or bf16_supported() is False):
@@ -318,7 +317,8 @@ def load_weights(path, dtype=None, name=None):
 
     try:
         kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}  # none: as saved
-        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        with quiet_loader():  # its report of missing keys is ours to give, in one line
+            model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise _failed(name or path, err) from None
     odd = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
@@ -386,7 +386,7 @@ def _check_lora_values(lora: dict, where: str) -> None:
     unknown module only after the dataset was built (r NaN was a TypeError traceback)."""
     import math
 
-    def number(value) -> bool:
+    def number(value) -> bool:  # a finite int or float, never a bool
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
     checks = {"r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**16, "an integer in "

@@ -408,3 +408,22 @@ def test_sigterm_stops_the_jobs_in_flight(tmp_path):
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
     assert stopped.read_text() == "3"  # every job in flight was stopped
+
+
+# --- loader noise ----------------------------------------------------------------------------------------------
+def test_a_refused_model_directory_is_one_line_without_the_loaders_report(tmp_path, capsys, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _tiny_pretrained import write_tiny_pretrained
+
+    model = write_tiny_pretrained(tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"num_hidden_layers": config["num_hidden_layers"] + 1}))
+    capsys.readouterr()
+    argv = ["eval", "--model", str(model), "--task", "parity", "--method", "retuning", "--sizes", "2", "--n", "1",
+            "--profile", "smoke"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json does not match the weights" in err, err
+    monkeypatch.setenv("RETUNE_VERBOSE", "1")  # asked for, the report is there
+    assert run(argv) == 2
+    assert "MISSING" in capsys.readouterr().err
