@@ -427,3 +427,14 @@ def test_a_refused_model_directory_is_one_line_without_the_loaders_report(tmp_pa
     monkeypatch.setenv("RETUNE_VERBOSE", "1")  # asked for, the report is there
     assert run(argv) == 2
     assert "MISSING" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parameters", [{"tasks": ["nosuch"]}, {"seeds": [0, 1]}, {"threads": 4}])
+def test_a_profile_key_given_as_a_notebook_parameter_is_refused_by_name(parameters):
+    """papermill's `-p tasks '["nosuch"]'`: before, a warning, then the whole notebook with the profile's tasks."""
+    from retune.notebook import ParameterError, setup
+
+    with pytest.raises(ParameterError, match=f"{next(iter(parameters))}: not a notebook parameter"):
+        setup({"profile": "smoke", **parameters})
+    import retune.train  # a module of that name is no parameter
+    assert setup({"profile": "smoke", "train": retune.train}).profile.profile == "smoke"
