@@ -255,12 +255,34 @@ def records(path: str | Path):
                 yield parse_record(raw, f"{path}:{number}")
 
 
+MAX_LINE = 1 << 20  # bytes of one record: far above any task's example, far below what tokenizing would exhaust
+
+
+def check_alphabet(path: str | Path, alphabet, who: str) -> None:
+    """Every character of every record of `path` in `alphabet`, else a ValueError naming file:line and the
+    character: a tokenizer without it would train on <unk> in its place, silently."""
+    with Path(path).open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            record = parse_record(raw, f"{path}:{number}") if raw.strip() else {}
+            for key in ("input", "output"):
+                outside = sorted(set(record.get(key, "")) - set(alphabet))
+                if outside:
+                    raise ValueError(f"{path}:{number}: {key} holds {outside[0]!r}, a character {who} cannot "
+                                     f"read (it would train as <unk>)")
+
+
 def parse_record(raw: bytes, where: str) -> dict:
-    """One JSONL line as a training record, or a ValueError that starts with `where` (file:line)."""
+    """One JSONL line as a training record, or a ValueError that starts with `where` (file:line): a line over
+    MAX_LINE bytes, nesting too deep for the JSON parser, or text that is no Unicode (a lone surrogate escaped as
+    \\ud800 reached the tokenizer as a TypeError) are refused here too."""
+    if len(raw) > MAX_LINE:
+        raise ValueError(f"{where}: the line is {len(raw):,} bytes; a record may have at most {MAX_LINE:,}")
     try:
         record = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"{where}: not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError(f"{where}: not a training record (JSON nested too deeply)") from None
     except ValueError as err:
         cut = "" if raw.endswith(b"\n") else "; the line is cut short"
         raise ValueError(f"{where}: not a JSON record ({err.msg}{cut})") from None
@@ -271,6 +293,11 @@ def parse_record(raw: bytes, where: str) -> dict:
     if missing:
         raise ValueError(f"{where}: the record has no {' and no '.join(missing)} string (a training record is "
                          f"{{\"input\": ..., \"output\": ...}})")
+    for key in ("input", "output"):
+        try:
+            record[key].encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where}: {key} holds {record[key][err.start]!r}, a lone surrogate, not text") from None
     return record
 
 

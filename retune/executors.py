@@ -79,6 +79,11 @@ def device_groups(profile: Profile, visible: list[str] | None = None) -> list[st
     return [",".join(use[i:i + per_run]) for i in range(0, len(use) - per_run + 1, per_run)]
 
 
+# What one job may ask of a cluster, at most: far beyond any node (a node of 2**16 GPUs or 2**20 GB does not exist).
+MOST = {"gpus": 2**16, "gpus_per_job": 2**10, "cpus_per_job": 2**16, "time_min": 60 * 24 * 366, "mem_gb": 2**20,
+        "array_parallelism": 2**20}
+
+
 def check(profile: Profile) -> None:
     """The keys `workers` and `executor`, and what this machine offers for them (GPUs, Slurm and its partition),
     before any work: a ProfileError of one line."""
@@ -91,10 +96,13 @@ def check(profile: Profile) -> None:
             raise ProfileError(f"executor.{key}: unknown {value!r}; allowed: {', '.join(allowed)}")
     if profile.workers == "auto" and e.kind == "slurm":
         raise ProfileError("workers: auto (one process per GPU here) excludes executor.kind slurm; give one of them")
+    most = 2 * (os.cpu_count() or 1)  # processes beyond twice the cores only compete for them (and for memory)
+    if kind(profile) == "local" and profile.workers > most:
+        raise ProfileError(f"workers: must be in 1..{most} (twice this machine's CPU cores), got {profile.workers}")
     for key in ("gpus", "gpus_per_job", "cpus_per_job", "time_min", "mem_gb", "array_parallelism"):
-        least = 0 if key.startswith("gpus") else 1
-        if not getattr(e, key) >= least:
-            raise ProfileError(f"executor.{key}: must be >= {least}, got {getattr(e, key)!r}")
+        least, most = 0 if key.startswith("gpus") else 1, MOST[key]
+        if not least <= getattr(e, key) <= most:  # NaN and infinity fail too
+            raise ProfileError(f"executor.{key}: must be in {least}..{most:,}, got {getattr(e, key)!r}")
     if kind(profile) == "gpus":
         device_groups(profile)
     if kind(profile) != "slurm":
@@ -242,6 +250,28 @@ class Jobs:
         pass
 
 
+_SIGTERM = []  # the handler stopped_by_sigterm replaced
+
+
+def stopped_by_sigterm(restore: bool = False) -> None:
+    """While the driver waits, SIGTERM (`kill`, a scheduler's stop) raises SystemExit in it, so that what is in
+    flight is stopped as for Ctrl-C: by default the process died at once, and submitit's jobs ran on for minutes
+    with no parent. `restore` puts the previous handler back. Only the main thread may set handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if restore:
+        if _SIGTERM:
+            signal.signal(signal.SIGTERM, _SIGTERM.pop())
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    _SIGTERM.append(signal.signal(signal.SIGTERM, stop))
+
+
 # --- the driver -------------------------------------------------------------------------------------------------
 def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: tuple | None = None) -> list[Piece]:
     """Every piece of the plan (or of `pieces`: (first, runs)) that is not finished yet, done by `backend`; returns
@@ -259,8 +289,10 @@ def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: t
     log(f"{len(everything)} pieces of work ({len(done)} done before) by {backend.describe}")
     bar = tqdm(total=len(everything), initial=len(done), desc="pieces", unit="piece", disable=not progress)
     failures, skipped = [], []
-    pending = backend.start(profile, waiting.pop(None, []))
+    pending = []
+    stopped_by_sigterm()  # before the first job starts: from then on a SIGTERM stops them
     try:
+        pending = backend.start(profile, waiting.pop(None, []))
         while pending:
             ready = [item for item in pending if backend.ready(item[1])]
             if not ready:
@@ -285,6 +317,7 @@ def drive(profile: Profile, backend, log=print, progress: bool = True, pieces: t
         backend.stop(pending)
         raise
     finally:
+        stopped_by_sigterm(restore=True)
         bar.close()
     backend.close()
     if failures:

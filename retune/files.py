@@ -40,6 +40,26 @@ class OneLineError(ValueError):
         return [f"{type(self).__name__}: {self}"]
 
 
+@contextlib.contextmanager
+def quiet_loader():
+    """transformers' loading bars and reports kept off the terminal for the block (a model directory we refuse
+    printed up to 32 lines of its load report before our one line); RETUNE_VERBOSE=1 shows them."""
+    if os.environ.get("RETUNE_VERBOSE", "").strip() == "1":
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def versions() -> dict:
     """Versions of what produced a result, read from package metadata (so torch is not imported)."""
     import importlib.metadata as md

@@ -16,6 +16,7 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .files import quiet_loader
 from .settings import ProfileError, at_least, check_seed, positive_finite
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -159,8 +160,6 @@ def check_training_device(device: str, bf16, where: str = "train") -> None:
     """A recipe's `device` and `bf16`: bf16 true needs a CUDA device that has bf16, checked against this machine's
     GPU where it has one (a machine without CUDA cannot tell: the one that trains checks again). `auto` needs no
     check: it is on exactly where the training device is a GPU with bf16."""
-    from .settings import ProfileError
-
     if device not in TRAIN_DEVICES:
         raise ProfileError(f"{where}.device: expected one of {', '.join(TRAIN_DEVICES)}, got {device!r}")
     if bf16 is True and (device == "cpu" or bf16_supported() is False):
@@ -318,7 +317,8 @@ def load_weights(path, dtype=None, name=None):
 
     try:
         kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}  # none: as saved
-        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        with quiet_loader():  # its report of missing keys is ours to give, in one line
+            model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise _failed(name or path, err) from None
     odd = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
@@ -326,7 +326,30 @@ def load_weights(path, dtype=None, name=None):
         kind, keys = next((k, v) for k, v in odd.items() if v)
         raise ValueError(f"model {str(name or path)!r}: config.json does not match the weights "
                          f"({len(keys)} {kind.replace('_', ' ')}, e.g. {keys[0]})")
+    refuse_nonfinite(model, name or path)
     return model
+
+
+def nonfinite(model) -> str | None:
+    """The first weight (parameter or buffer) holding NaN or inf, with how many of its values do; None when every
+    value is finite. A model with one such value computes NaN logits everywhere: evaluated, it scores 0 without a
+    word; trained from, it stays NaN."""
+    import torch
+
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                return f"{key} has {bad} of {tensor.numel()} values NaN or inf"
+    return None
+
+
+def refuse_nonfinite(model, name) -> None:
+    """A ValueError in one line when `model` (loaded from `name`) holds a non-finite weight."""
+    problem = nonfinite(model)
+    if problem:
+        raise ValueError(f"model {str(name)!r} has non-finite weights ({problem}): it is damaged or was saved from "
+                         f"a diverged run; it is neither evaluated nor trained from")
 
 
 def lora_config(lora=True):
@@ -352,6 +375,29 @@ def check_lora(lora, where: str = "train") -> None:
     for key in lora:
         if key not in allowed:
             raise unknown_key(key, allowed, f"{where}.lora")
+    _check_lora_values(lora, f"{where}.lora")
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's linear layers
+
+
+def _check_lora_values(lora: dict, where: str) -> None:
+    """The adapter's values, checked here with the key named: peft accepted lora_alpha -5, and named r 0 or an
+    unknown module only after the dataset was built (r NaN was a TypeError traceback)."""
+    import math
+
+    def number(value) -> bool:  # a finite int or float, never a bool
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    checks = {"r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**16, "an integer in "
+                    "1..65536"),
+              "lora_alpha": (lambda v: number(v) and v > 0, "a finite number > 0"),
+              "lora_dropout": (lambda v: number(v) and 0 <= v < 1, "a number in [0, 1)"),
+              "target_modules": (lambda v: v == "all-linear" or (isinstance(v, list) and v and all(
+                  m in LORA_TARGETS for m in v)), f"all-linear or a list of {', '.join(LORA_TARGETS)}")}
+    for key, (good, allowed) in checks.items():
+        if key in lora and not good(lora[key]):
+            raise ProfileError(f"{where}.{key}: expected {allowed}, got {lora[key]!r}")
 
 
 def with_lora(model, lora=True):

@@ -34,12 +34,24 @@ class ParameterError(OneLineError):
 
 def setup(namespace: dict) -> Notebook:
     try:
+        stray_parameters(namespace)
         profile = only_task(from_parameters(namespace), namespace.get("task"))
     except ValueError as err:  # ProfileError among them
         raise ParameterError(str(err)) from None
     use_threads(profile)  # every notebook trains, evaluates or measures with the profile's `threads`
     report.set_style()
     return Notebook(profile, report.profile_meta(profile), where(profile, "results"), where(profile, "figures"))
+
+
+def stray_parameters(namespace: dict) -> None:
+    """A profile key injected as a parameter of its own (`-p tasks '[parity]'`) refused by name: papermill only
+    warns about a parameter the notebook does not declare, and the notebook ran on with the profile's value."""
+    from dataclasses import fields
+
+    for key in (f.name for f in fields(Profile) if f.name != "profile"):
+        if isinstance(namespace.get(key), (list, dict, str, int, float, bool)):
+            raise ProfileError(f"{key}: not a notebook parameter; give -p profile NAME, -p task NAME or -p settings "
+                               f"with every setting ({key} among them)")
 
 
 def from_parameters(namespace: dict) -> Profile:

@@ -21,7 +21,7 @@ from .generators import HFGenerator
 from .files import locked, seal, sealed
 from .model import DTYPES
 from .profiles import Profile
-from .runcheck import read_run
+from .runcheck import damaged, read_run
 from .runs import RunSpec, dataset, main_runs, train_config, trained, use_threads
 from .tasks import get_task
 from .tasks.methods import MAIN_METHODS
@@ -82,6 +82,7 @@ def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: 
     cached beside the run."""
     sizes = tuple(sizes or profile.eval.sizes[task])
     n = n or profile.eval.problems_per_size
+    check_run(run_dir)  # a cached evaluation speaks for the weights it was decoded with: they must still be there
     cache = evaluation_cache(profile, run_dir, task, method, seed, variant, sizes, n)
     traces = read_evaluation(cache)
     if traces is not None:
@@ -91,6 +92,31 @@ def evaluate_run(profile: Profile, run_dir: Path, task: str, method: str, seed: 
         if traces is not None:
             return traces
         return _evaluate(profile, run_dir, task, method, seed, variant, sizes, n, cache, progress)
+
+
+def check_run(run_dir: Path) -> None:
+    """A ValueError in one line unless `run_dir` is a finished run whose files are the ones it finished with
+    (weights deleted or changed after it finished: its cached evaluations describe weights that are gone)."""
+    run_dir = Path(run_dir)
+    problem = damaged(run_dir) if (run_dir / "measurements.json").is_file() else "it has no measurements.json"
+    if problem:
+        raise ValueError(f"run {str(run_dir)!r} is not a whole finished run ({problem}): neither evaluated nor "
+                         f"served from its cached evaluations; delete the directory and train it again")
+
+
+def read_placement(path: Path) -> dict | None:
+    """The device and dtype an evaluation's model ran in (None: not recorded), refused in one line naming the
+    file when it is not such a record."""
+    if not path.is_file():
+        return None
+    try:
+        placed = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        placed = err
+    if not (isinstance(placed, dict) and all(isinstance(placed.get(k), str) for k in ("device", "dtype"))):
+        raise ValueError(f"{path}: not a placement record (a JSON object with device and dtype); delete it and "
+                         f"the evaluation reads its model's placement again")
+    return placed
 
 
 def read_evaluation(cache: Path) -> list | None:

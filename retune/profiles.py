@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from .bounds import check_profile_bounds
 from .decode import SEMANTICS, Limits
 from .files import ROOT
 from .generators import check_decoding
@@ -241,6 +242,7 @@ def _choices(where: str, values, allowed) -> None:
 def check(p: Profile) -> Profile:
     """What types alone cannot say, named before any work; what the machine must offer: runcheck.check_machine."""
     _check_names(p)
+    check_profile_bounds(p, recipes(p))
     _check_sizes(p)
     for where, seeds in (("seeds", p.seeds), ("studies.seeds", p.studies.seeds or [])):
         for i, seed in enumerate(seeds):
@@ -293,8 +295,6 @@ def _check_names(p: Profile) -> None:
         _choices(f"studies.{name}", getattr(p.studies, name) or [], TASKS)
     _choices("studies.efficiency_methods", p.studies.efficiency_methods or [], METHODS)
     _choices("step_probe.task", [p.step_probe.task], TASKS)
-    if not p.seeds:
-        raise ProfileError("seeds: give at least one seed, e.g. [0]")
     per_task = p.train.distribution if isinstance(p.train.distribution, dict) else {}
     _choices("train.distribution", list(per_task), TASKS)
     _choices("train.distribution", list(per_task.values()) or [p.train.distribution], ("scaled", "distinct"))

@@ -20,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .bounds import check_model_fits, check_recipe_bounds, check_tiny_bounds
 from .files import changed, files_digest, nearest_existing
 from .model import TinyConfig, check_model_dir, check_tiny, resolve_model
 from .profiles import Profile, check_recipe, recipes
@@ -33,17 +34,22 @@ def check_inputs(config, model_source: str, model_config: dict | None) -> None:
     """A run's recipe, seed and tiny shape, as a profile checks them, for a caller that hands train.train a config
     of its own: a bad value is named before a model is built or a run directory written."""
     check_recipe(config, "train")
+    check_recipe_bounds(config, "train")
     check_seed(config.seed, "train.seed")
-    check_cuda([("train.bf16", config.bf16)])
+    check_cuda([("train.bf16", config.bf16), ("train.device", config.device)])
     if model_source == "tiny":
-        check_tiny(build(TinyConfig, model_config or {}, "model.tiny"))
+        tiny = check_tiny(build(TinyConfig, model_config or {}, "model.tiny"))
+        check_tiny_bounds(tiny)
+        check_model_fits(tiny)
 
 
 def check_machine(p: Profile, evaluation: bool = True) -> Profile:
     """What the profile asks of this machine, for a command that trains (and evaluates) here. Not part of
     profiles.check, so that a profile written for a GPU still loads on a laptop to read its results."""
-    wanted = [(f"{where}.bf16", recipe.bf16) for where, recipe in recipes(p)]
+    wanted = [(f"{where}.{key}", getattr(recipe, key)) for where, recipe in recipes(p) for key in ("bf16", "device")]
     check_cuda(wanted + ([("eval.device", p.eval.device)] if evaluation else []))
+    if p.model.source == "tiny":
+        check_model_fits(p.model.tiny)
     return p
 
 
@@ -141,7 +147,8 @@ def discard(run_dir, problem: str) -> None:
 
 # --- while training -----------------------------------------------------------------------------------------------
 OUT_OF_SPACE = ("No space left", "iostream error", "failed writing file", "file write failed", "StorageFull",
-                "code: 28")  # how torch, safetensors and the OS say a write failed for want of space
+                "code: 28", "unexpected pos")  # how torch (its zip writer too), safetensors and the OS say a write
+#                                                   failed for want of space
 
 
 @contextlib.contextmanager

@@ -77,27 +77,44 @@ class DamagedTraces(OneLineError):
 
 def shipped_traces(profile: Profile, path: Path | str | None = None) -> dict[str, tuple[dict, list]]:
     """The traces file of the profile's results ({run id: (labels, traces)}); empty when there is none or it
-    was written under another profile. Checked against its meta file, which is written after it: its sha256
-    (when the meta names one) and its count of traces; a mismatch is a DamagedTraces naming the file."""
+    was written under another profile. Checked against its meta file, which is written after it: its sha256 and
+    its count of traces; a mismatch, or a meta file without them, is a DamagedTraces naming the file."""
     path = Path(path) if path else where(profile, "results") / TRACES_FILE
     meta_path = traces_meta_path(path)
     if not (path.is_file() and meta_path.is_file()):
         return {}
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        ours = meta.get("profile") == profile.profile
-    except (ValueError, AttributeError):
-        raise DamagedTraces(f"{meta_path} is not a readable meta file; `make reproduce PROFILE={profile.profile}` "
-                            f"writes it again") from None
-    if not ours:
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise _damaged(path, profile, f"{meta_path.name} is not a readable meta file")
+    if meta.get("profile") != profile.profile:
         return {}
-    if meta.get("sha256") not in (None, file_sha256(path)):
-        raise _damaged(path, profile, "its bytes are not those its meta file lists (sha256)")
+    listed = _listed(meta)
+    if listed is None:
+        raise _damaged(path, profile, f"{meta_path.name} is malformed: it needs runs, a list of objects each with "
+                                      f"problems, a count >= 0, and sha256, the file's digest")
+    if meta["sha256"] != file_sha256(path):  # the digest, not the count: lines swapped for others keep the count
+        raise _damaged(path, profile, f"its bytes are not those {meta_path.name} lists (sha256)")
     out = _read_shipped(path, profile)
-    count, listed = sum(len(t) for _, t in out.values()), sum(r.get("problems", 0) for r in meta.get("runs", []))
+    count = sum(len(t) for _, t in out.values())
     if count != listed:
         raise _damaged(path, profile, f"it holds {count} traces where {meta_path.name} lists {listed}")
     return out
+
+
+def _listed(meta: dict) -> int | None:
+    """The number of traces a meta file lists, None when it is not a meta file write_traces writes (runs not a
+    list of objects with integer problem counts, or no sha256): a hand-edited or damaged meta file gave
+    TypeErrors, or no check of the file at all."""
+    runs, digest = meta.get("runs"), meta.get("sha256")
+    if not (isinstance(runs, list) and isinstance(digest, str) and len(digest) == 64):
+        return None
+    counts = [r.get("problems") if isinstance(r, dict) else None for r in runs]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return None
+    return sum(counts)
 
 
 def _read_shipped(path: Path, profile: Profile) -> dict[str, tuple[dict, list]]:

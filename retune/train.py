@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -29,12 +28,13 @@ from typing import NamedTuple
 
 from . import data
 from .files import file_sha256, locked, versions, write_json
-from .model import (TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
-                    freeze_lower, torch_dtype, with_lora)
+from .model import (CHARS, TinyConfig, char_tokenizer, load_pretrained, load_tokenizer, load_weights, tiny_llama,
+                    freeze_lower, refuse_nonfinite, torch_dtype, with_lora)
 from .profiles import Recipe
 from .settings import build
 from .runcheck import check_inputs, check_source, damaged, discard, out_of_space, read_run, record_files
-from .trainer import make_trainer, read_jsonl, tokenize, whole_run_loss
+from .trainer import (diverged, final_loss, finished_at, make_trainer, peak_memory, read_jsonl, restore_finished,
+                      stats, tokenize)
 
 
 @dataclass
@@ -149,6 +149,7 @@ def load_trained(run_dir, merge: bool = False, device: str | None = None, dtype:
         base, _ = load_base(run["model"], run.get("model_config"), dtype or run["config"]["dtype"],
                             (device or "cpu") if placed else None)
         model = PeftModel.from_pretrained(base, run_dir / "adapter")
+        refuse_nonfinite(model, run_dir)  # the adapter's own weights (the base was checked as it loaded)
         if merge:
             model = model.merge_and_unload()
     if device is not None or dtype is not None:
@@ -282,9 +283,19 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
             raise ValueError("frozen_layers applies to full fine-tuning; this run uses LoRA (set lora: false)")
         model = with_lora(model, lora) if lora else freeze_lower(model, config.frozen_layers)
         records = [r for p in paths for r in read_jsonl(p)]
-        examples, dropped = tokenize(records, tok, config.max_length)
+        for p in paths if kind == "tiny" else ():  # the character tokenizer's alphabet: printable ASCII, newline
+            data.check_alphabet(p, CHARS, "the tiny model's character tokenizer")
+        # An example longer than the model's positions would train on positions it has no embedding for (RoPE
+        # computes them anyway, silently): such examples are dropped and counted, as those over max_length are.
+        positions = getattr(model.config, "max_position_embeddings", None) or config.max_length
+        limit = min(config.max_length, positions)
+        examples, dropped = tokenize(records, tok, limit)
         if not examples:
-            raise ValueError(f"no training examples: all {len(records)} records are longer than max_length={config.max_length}")
+            raise ValueError(f"no training examples: all {len(records)} records are longer than "
+                             f"{'max_length' if limit == config.max_length else 'the model positions'}={limit}")
+        if dropped and limit < config.max_length:
+            print(f"retune: {dropped} of {len(records)} examples (longer than the model's {positions} positions, "
+                  f"model max_position_embeddings) dropped", file=sys.stderr)
 
         run_dir.mkdir(parents=True, exist_ok=True)
         # Local sources are recorded absolute, so load_trained can rebuild a LoRA run's base from any directory.
@@ -299,13 +310,17 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
         checkpoints = run_dir / "checkpoints"
         resume = last_checkpoint(checkpoints)
         trainer, counter = make_trainer(model, tok, examples, config, checkpoints, callbacks)
+        if resume:  # the counts of the steps before the checkpoint, so the measurements cover the whole run
+            counter.restore(resume, trainer.args.process_index)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         train_start = time.perf_counter()
         with out_of_space(run_dir):  # a full disk: one line, and the next try resumes
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            result = restore_finished(trainer, resume) if resume and finished_at(resume) else \
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_seconds = time.perf_counter() - train_start
         counter.add_other_processes(trainer)
+        diverged(trainer, result, resume, config, run_dir if rank0 else None)  # never cached as finished
         if not rank0:
             return run_dir
 
@@ -347,23 +362,10 @@ def save_model(model, tokenizer, run_dir: Path, lora: bool) -> None:
     tokenizer.save_pretrained(run_dir / "tokenizer")
 
 
-def peak_memory() -> dict:
-    """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
-    import torch
-
-    out = {"rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if torch.cuda.is_available():
-        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
-
-
-def stats(values: list[int]) -> dict:
-    return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
-
-
 def measurements(examples, dropped, counter, config, train_seconds, wall_seconds, trainer, result, resume) -> dict:
-    """What a run cost and saw. Throughput counts real (non-padding) tokens of the batches run in this process
-    (a resumed run counts only what it ran after the checkpoint)."""
+    """What a run cost and saw. Batches, tokens and throughput cover the whole run, a resumed one included (the
+    counts before its checkpoint were saved with it); throughput is over the seconds spent in optimizer steps, so
+    that starting, resuming and saving do not count against it. train_seconds is this process's time in training."""
     return {
         "examples": len(examples),
         "dropped_too_long": dropped,
@@ -372,11 +374,11 @@ def measurements(examples, dropped, counter, config, train_seconds, wall_seconds
         "tokens_per_batch": stats(counter.batch_tokens),
         "batches_run": len(counter.batch_tokens),
         "padding_fraction": round(counter.padding_fraction, 4),
-        "examples_per_s": round(counter.examples / train_seconds, 2),
-        "tokens_per_s": round(counter.real_tokens / train_seconds, 1),
+        "examples_per_s": round(counter.examples / max(counter.step_seconds, 1e-9), 2),
+        "tokens_per_s": round(counter.real_tokens / max(counter.step_seconds, 1e-9), 1),
+        "step_seconds": round(counter.step_seconds, 2),
         "steps": trainer.state.global_step,
-        "train_loss": whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0)
-        or result.training_loss,  # the whole run's, also when it resumed (the Trainer's covers this process)
+        "train_loss": final_loss(trainer, result, resume),  # the whole run's, also when it resumed
         "losses": [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h],
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(wall_seconds, 2),

@@ -7,7 +7,9 @@ The run cache around it (what a run is, where it lives, when it is finished) is 
 """
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +64,18 @@ def completion_collator(tokenizer):
 
 class TokenCounter:
     """Real and padded tokens of the batches actually trained on (counted at the training step: the data loader
-    collates one batch ahead, so counting in the collator would include a batch that never trains)."""
+    collates one batch ahead, so counting in the collator would include a batch that never trains), and the
+    seconds spent in optimizer steps.
+
+    The counts of the whole run survive a kill: every checkpoint holds them as they were at its step (written
+    into its folder before the Trainer's own files, so a checkpoint that can be resumed from has them), and a
+    resumed run starts from them; it then reports what the uninterrupted run would, throughput included."""
+
+    FILE = "retune_counts-{rank}.json"  # one per process: each counts its share of every batch
 
     def __init__(self):
         self.real_tokens, self.padded_tokens, self.batch_tokens, self.examples = 0, 0, [], 0
+        self.step_seconds = 0.0  # inside optimizer steps (forward, backward, update): not loading, logging, saving
 
     def add(self, attention_mask) -> None:
         real = int(attention_mask.sum())
@@ -73,6 +83,28 @@ class TokenCounter:
         self.padded_tokens += attention_mask.numel() - real
         self.batch_tokens.append(real)
         self.examples += attention_mask.shape[0]
+
+    def save(self, checkpoint: Path, rank: int) -> None:
+        from .files import write_json
+
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        write_json(checkpoint / self.FILE.format(rank=rank), {
+            "real_tokens": self.real_tokens, "padded_tokens": self.padded_tokens, "batch_tokens": self.batch_tokens,
+            "examples": self.examples, "step_seconds": self.step_seconds})
+
+    def restore(self, checkpoint: Path, rank: int) -> bool:
+        """The counts saved with `checkpoint`; False (and counting from zero) where it has none, as a checkpoint
+        written before counts were saved has not."""
+        try:
+            saved = json.loads((Path(checkpoint) / self.FILE.format(rank=rank)).read_text(encoding="utf-8"))
+            real, padded, batches = int(saved["real_tokens"]), int(saved["padded_tokens"]), saved["batch_tokens"]
+            examples, seconds = int(saved["examples"]), float(saved["step_seconds"])
+            batches = [int(b) for b in batches]
+        except (OSError, ValueError, TypeError, KeyError):
+            return False
+        self.real_tokens, self.padded_tokens, self.batch_tokens = real, padded, batches
+        self.examples, self.step_seconds = examples, seconds
+        return True
 
     def add_other_processes(self, trainer) -> None:
         """After a data-parallel run, the totals over every process (each counted its share of the batches)."""
@@ -218,7 +250,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
     seed-determined sampler."""
     from transformers import PrinterCallback, ProgressCallback, Trainer
 
-    LogAtSaves, StderrProgress = _callbacks()
+    LogAtSaves, StderrProgress, CountSteps = _callbacks()
     sampler = LengthGroupedSampler([len(e["input_ids"]) for e in examples], config.batch_size, config.seed)
 
     counter = TokenCounter()
@@ -239,7 +271,7 @@ def make_trainer(model, tokenizer, examples, config: TrainConfig, output_dir: Pa
 
     args = training_arguments(config, output_dir, on_cuda(config.device))
     trainer = RetuneTrainer(model=model, args=args, train_dataset=examples,
-                            data_collator=completion_collator(tokenizer), callbacks=[LogAtSaves(), *callbacks],
+                            data_collator=completion_collator(tokenizer), callbacks=[LogAtSaves(), CountSteps(counter), *callbacks],
                             compute_loss_func=example_mean_loss if per_example else None)
     if not config.progress:  # without its bar the Trainer prints every logged loss; measurements.json keeps them
         trainer.remove_callback(PrinterCallback)
@@ -263,6 +295,68 @@ def whole_run_loss(log_history: list[dict], resumed_at: int = 0) -> float | None
     return total / steps if steps else None
 
 
+def finished_at(checkpoint: Path) -> bool:
+    """Whether `checkpoint` was written at the run's last step (the Trainer always saves there): killed between it
+    and the model's save, the run has nothing left to train."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def restore_finished(trainer, checkpoint: Path):
+    """The Trainer's model and state as `checkpoint` (written at the last step) holds them, without training:
+    resumed from there, the Trainer would run a step past the end with gradient accumulation (7 steps of 6)."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, None, {})
+
+
+def diverged(trainer, result, resume, config: "TrainConfig", run_dir: Path | None) -> None:
+    """Refuse, in one line, a run whose weights or final loss are not finite (a learning rate far too large makes
+    every weight NaN, and such a run evaluated scores 0 as if it had learned nothing), removing its directory
+    (`run_dir`; None in the ranks that do not write) so that nothing of it is cached or resumed."""
+    import math
+    import shutil
+
+    from .model import nonfinite
+
+    loss = final_loss(trainer, result, resume)
+    problem = nonfinite(trainer.model) or (None if loss is None or math.isfinite(loss) else f"the loss is {loss}")
+    if problem is None:
+        return
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    raise ValueError(f"training diverged ({problem}); nothing was cached. The likely cause is the learning rate "
+                     f"(train.lr={config.lr:g}): lower it")
+
+
+def final_loss(trainer, result, resume) -> float | None:
+    """The whole run's mean loss (see whole_run_loss), the Trainer's own where nothing was logged."""
+    return whole_run_loss(trainer.state.log_history, int(resume.name.split("-")[1]) if resume else 0) \
+        or result.training_loss
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process (CPU), and peak allocated CUDA memory when on GPU."""
+    import resource
+
+    import torch
+
+    out = {"rss_peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def stats(values: list[int]) -> dict:
+    return {"mean": round(sum(values) / max(len(values), 1), 2), "max": max(values, default=0)}
+
+
 def _callbacks():
     from transformers import ProgressCallback, TrainerCallback
 
@@ -275,6 +369,23 @@ def _callbacks():
                 control.should_log = True
             return control
 
+    class CountSteps(TrainerCallback):
+        """Times every optimizer step into the token counter and saves the counter into each checkpoint's folder
+        before the Trainer writes it (DefaultFlowCallback, which runs first, has decided on the save by now)."""
+
+        def __init__(self, counter: TokenCounter):
+            self.counter, self.started = counter, None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.started is not None:
+                self.counter.step_seconds += time.perf_counter() - self.started
+            if control.should_save:
+                self.counter.save(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.process_index)
+            return control
+
     class StderrProgress(ProgressCallback):
         """transformers' progress bar, except that the metrics it writes beside the bar (each logged loss, and the
         closing {'train_runtime': ...}) go to stderr with the bar, not to stdout: `RUN=$(retune train ...)`."""
@@ -285,6 +396,6 @@ def _callbacks():
                          if k != "total_flos"}
                 self.training_bar.write(str(shown), file=sys.stderr)
 
-    return LogAtSaves, StderrProgress
+    return LogAtSaves, StderrProgress, CountSteps
 
 

@@ -14,8 +14,8 @@ LAYERS = [
     ("files", "settings", "presets"),  # helpers every layer shares; a preset model is fetched here
     ("tasks",),  # tasks and methods: the protocol's formats (tasks import nothing else of retune)
     ("data", "model"),  # datasets; tiny and pretrained models
-    ("generators", "decode", "official", "profiles"),  # who writes a context, the recursive decoder (and the
-    #                                                     paper's control flow); the typed settings
+    ("generators", "decode", "official", "profiles", "bounds"),  # who writes a context, the recursive decoder (and
+    #                                                     the paper's control flow); the typed settings, their bounds
     ("trainer", "train", "runcheck", "evaluate", "memory"),  # one run trained (the run cache, checked); scoring
     ("pretrain", "runs"),  # a profile's runs: one identity, built and found
     ("pipeline", "traces"),  # the evaluation pipeline; the shipped trace file and cached lookups

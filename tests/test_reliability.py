@@ -626,3 +626,67 @@ def test_fuzz_the_cli(tmp_path, monkeypatch, capsys):
     assert 50 < sum(code == 0 for _, code in codes) < 250  # both outcomes well exercised
     assert codes.count(("eval", 0)) > 20 and codes.count(("eval", 2)) > 20
     assert time.perf_counter() - started < 240
+
+
+# --- fuzz: the bounded keys near and beyond their limits -------------------------------------------------------
+BOUNDED = {  # every key with an upper limit, and that limit (as documented in retune/bounds.py)
+    **{f"train.{k}": 10**8 for k in ("max_steps", "warmup_steps", "save_steps", "logging_steps")},
+    "train.batch_size": 2**16, "train.grad_accum": 2**16, "train.max_length": 2**20, "train.processes": 1024,
+    "pretrain.examples": 10**8, "pretrain.max_length": 4096, "train.lora.r": 2**16, "train.lora.lora_dropout": 0.99,
+    "model.tiny.hidden_size": 2**16, "model.tiny.num_hidden_layers": 2**10, "model.tiny.num_attention_heads": 2**10,
+    "model.tiny.intermediate_size": 2**18, "model.tiny.max_position_embeddings": 2**20,
+}
+
+
+LISTS = {"seeds": ["[0]", "[0, 1]", "[0, 0]", "[]", "[-1]", "null"],
+         "methods": ["[retuning]", "[baseline, retuning]", "[retuning, retuning]", "[]", "[nosuch]"],
+         "tasks": ["[parity]", "[]", "[parity, parity]", "[nosuch]"],
+         "train.sizes": ["{parity: 4}", "{nosuch: 3}", "{parity: 0}", "{parity: 100000}"],
+         "eval.sizes": ["{parity: [2, 3]}", "{nosuch: [1, 2]}", "{parity: [3, 2]}"],
+         "train.lora.target_modules": ["[q_proj]", "all-linear", "[nosuch]", "[]", "q_proj"],
+         "profile": ["smoke", "../../x", "a/b", ".", "ok-name_1.2"],
+         "train.device": ["cpu", "auto", "cuda", "tpu"]}
+
+
+def bounded_set(rng: random.Random) -> tuple[str, bool]:
+    """One --set of a bounded key near or past its limit (and whether it is past), or of a list-valued key."""
+    if rng.random() < 0.3:
+        key = rng.choice(list(LISTS))
+        return f"--set={key}={rng.choice(LISTS[key])}", False
+    key, high = rng.choice(list(BOUNDED.items()))
+    value = rng.choice([1, 2, high, high + 1, high * 1000, 2**63, 10**20, -1, 0, ".nan", ".inf", "-.inf", "x", 0.5,
+                        "[1]", "null"])
+    past = isinstance(value, int) and value > high
+    if key.startswith("train.lora."):  # a mapping: the key inside it
+        return f"--set=train.lora={{{key.rsplit('.', 1)[1]}: {value}}}", past
+    if key.startswith("pretrain."):  # null in smoke: the section with the key
+        return f"--set=pretrain={{{key.split('.', 1)[1]}: {value}}}", past
+    return f"--set={key}={value}", past
+
+
+def test_fuzz_bounded_settings(tmp_path, monkeypatch, capsys):
+    """Random bounded and list-valued keys on an oracle evaluation (every key is checked when the profile loads,
+    whatever the command): exit 0 or 2, one line and no traceback, nothing left behind unless exit 0."""
+    rng = random.Random(37)
+    codes = []
+    for case in range(150):
+        workdir = tmp_path / f"c{case}"
+        workdir.mkdir()
+        monkeypatch.chdir(workdir)
+        sets, past = zip(*[bounded_set(rng) for _ in range(rng.choice([1, 1, 2, 3]))])
+        argv = ["eval", "--backend=oracle", "--profile=smoke", "--task=parity", "--method=retuning", "--sizes=2",
+                "--n=1", "--out=out", *sets]
+        try:
+            code = run(argv)
+        except Exception as err:  # an uncaught exception is the failure this test looks for
+            pytest.fail(f"{argv!r} raised {type(err).__name__}: {err}")
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "Traceback" not in err, (argv, err)
+        assert code == 2 or not any(past), argv  # a value past its limit is refused, whichever the command
+        left = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+        if code != 0:
+            assert left == [] and err.count("\n") == 1, (argv, left, err)
+        else:
+            assert {"out/traces.jsonl", "out/summary.json"} <= set(left), argv
+        codes.append((code, any(past)))
+    assert 20 < sum(c == 0 for c, _ in codes) and 20 < sum(past for _, past in codes)  # every outcome exercised

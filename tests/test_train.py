@@ -259,7 +259,7 @@ def test_killed_run_resumes_from_checkpoint_and_matches_uninterrupted(tmp_path, 
     assert resumed == run_dir
     m = json.loads((resumed / "measurements.json").read_text())
     assert m["resumed_from"] == "checkpoint-4" and m["steps"] == 8
-    assert m["batches_run"] == 4  # only steps 5..8 ran after the restart
+    assert m["batches_run"] == 8  # the whole run's: 4 before the checkpoint (saved with it), 4 after the restart
 
     straight = T.train("tiny", [data], quick(max_steps=8, save_steps=2, lora=lora), tmp_path / "other", TINY)
     a = weights(T.load_trained(resumed, merge=True)[0])

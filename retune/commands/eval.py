@@ -16,7 +16,7 @@ from ..decode import decode, save_traces
 from ..generators import HFGenerator, OracleGenerator
 from ..files import DEFAULT_PROFILE, atomic_write_text, check_output_dir, versions
 from ..pipeline import (eval_problems, evaluate_run, evaluation_cache, generator_for, hf_generator, rows,
-                        placement_path, trained_contexts)
+                        placement_path, read_placement, trained_contexts)
 from ..profiles import Profile, load_profile, merge, parse_sets
 from ..runs import run_identity, spec_for, trained, use_threads
 from ..settings import check_seed
@@ -134,7 +134,7 @@ def run_evaluation(profile: Profile, run_dir: Path, task: str, method: str, seed
     """A trained run's traces (evaluate_run: cached beside the run) and where its model ran."""
     traces = evaluate_run(profile, run_dir, task, method, seed, variant, progress=False)
     placed = placement_path(evaluation_cache(profile, run_dir, task, method, seed, variant))
-    where_run = json.loads(placed.read_text()) if placed.is_file() else \
+    where_run = read_placement(placed) or \
         train.placement(hf_generator(profile, run_dir).model)  # evaluated before placements were recorded
     return traces, where_run
 
