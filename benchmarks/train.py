@@ -1,6 +1,7 @@
 """Throughput of our Trainer path against a plain PyTorch loop: same model, same batches, one run each.
 
     .venv/bin/python benchmarks/train.py [--steps 40] [--batch-size 32] [--threads 2]
+    .venv/bin/python benchmarks/train.py --quick     # 3 steps of 8: a check that it runs, not a measurement
 
 The data is Re-Tuning addition (1-8 digits) from the task spec; batches come from our length-grouped sampler and
 collator in both paths. The last printed line is JSON with `tokens_per_s_ratio` (Trainer / plain; target >= 0.9)
@@ -15,7 +16,8 @@ import torch
 
 from retune.model import TinyConfig, char_tokenizer, tiny_llama
 from retune.tasks import get_task
-from retune.train import LengthGroupedSampler, completion_collator, TrainConfig, make_trainer, tokenize
+from retune.train import TrainConfig
+from retune.trainer import LengthGroupedSampler, completion_collator, make_trainer, tokenize
 
 
 def addition_records(n_problems: int, seed: int = 0) -> list[dict]:
@@ -47,11 +49,15 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--problems", type=int, default=800, help="addition problems drawn (1-8 digits)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds): checks the script, measures nothing")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.batch_size, args.problems = 3, 8, 20
     torch.set_num_threads(args.threads)
 
     tok = char_tokenizer()
-    examples, _ = tokenize(addition_records(800), tok, 2048)
+    examples, _ = tokenize(addition_records(args.problems), tok, 2048)
     config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, save_steps=10**9, logging_steps=10**9,
                          progress=False)
     model_config = TinyConfig()  # the cpu profile's tiny LLaMA: hidden 128, 4 layers
@@ -73,8 +79,8 @@ def main():
     assert counter.real_tokens == real_tokens, "both paths must train on the same batches"
 
     result = {
-        "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads, "examples": len(examples),
-        "real_tokens": real_tokens,
+        "quick": args.quick, "steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
+        "examples": len(examples), "real_tokens": real_tokens,
         "plain_tokens_per_s": round(real_tokens / plain_s, 1),
         "trainer_tokens_per_s": round(real_tokens / trainer_s, 1),
         "tokens_per_s_ratio": round(plain_s / trainer_s, 3),
