@@ -19,7 +19,7 @@ FIELDS = {
     "decode.py": {"speedup_vs_reference", "ratio_to_bound", "decoder", "decoders_s", "ours_s", "bound_s"},
     "gpu_train.py": {"env"},
     "train.py": {"real_tokens", "plain_tokens_per_s", "trainer_tokens_per_s", "tokens_per_s_ratio",
-                 "padding_fraction"},
+                 "cpu_time_ratio", "padding_fraction"},
     "workers.py": {"one_process_tokens_per_s", "side_by_side_tokens_per_s", "ratio"},
 }
 
