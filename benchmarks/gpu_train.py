@@ -3,6 +3,7 @@ nothing downloaded) trained on Re-Tuning addition with full fine-tuning and with
 
     python3 benchmarks/gpu_train.py [--steps 300] [--batch-size 32] [--out DIR]
     .venv/bin/python benchmarks/gpu_train.py --small      # CPU dry run: hidden 64, 2 layers, 5 steps
+    .venv/bin/python benchmarks/gpu_train.py --quick      # --small with 2 steps on 4 problems a size: seconds
     python3 benchmarks/gpu_train.py --profile smol [--runs addition:retuning,...] [--warmup 10] [--steps 40]
 
 Prints one JSON line per run (steps, tokens/s, examples/s, peak CUDA memory from measurements.json, wall time,
@@ -130,7 +131,10 @@ def main():
     ap.add_argument("--profile", default=None, help="time this profile's recipe, model and data instead")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML", help="with --profile: override a key")
     ap.add_argument("--warmup", type=int, default=10, help="with --profile: untimed steps first")
+    ap.add_argument("--quick", action="store_true", help="--small, 2 steps, 4 problems a size: checks the script")
     args = ap.parse_args()
+    if args.quick:
+        args.small, args.steps, args.per_size = True, args.steps or 2, 4
     if args.profile:
         args.runs = args.runs or "addition:retuning"
         return profile_runs(args)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -183,8 +182,7 @@ def write(records, out: str | Path, parameters: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     files.remove_stale_temps(out)
     digest, summary, size = hashlib.sha256(), _Describer(), 0
-    tmp = files.temp_path(out)
-    try:
+    with files.replacing(out) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for record in records:
                 line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -194,10 +192,6 @@ def write(records, out: str | Path, parameters: dict) -> dict:
                 summary.add(record)
                 f.write(line)
         manifest_path(out).unlink(missing_ok=True)  # from here on the old manifest can never vouch for new data
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     # Only what the inputs decide goes into the manifest (it is committed beside ignored data and must come out
     # byte-identical when rebuilt): no timing, no timestamp, no absolute path, no Python version (the bytes are
     # the same on every Python; the sha256 above is what vouches for them).

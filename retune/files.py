@@ -201,17 +201,28 @@ def remove_stale_temps(out: Path) -> list[Path]:
     return removed
 
 
-def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "strict") -> Path:
-    """Write `text` to `path` so that `path` is either its old content or the whole new text, never a part."""
+@contextlib.contextmanager
+def replacing(path):
+    """The one way retune writes a file that a reader may find half-written: yields a fresh temporary beside
+    `path` (temp_path) to write; when the block ends cleanly the temporary replaces `path` in one rename, when it
+    raises the temporary is removed. `path` is thus its old content or the whole new one, never a part (a killed
+    writer leaves only a hidden temporary, which remove_stale_temps clears)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        with open(tmp, "w", encoding=encoding, errors=errors) as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8", errors: str = "strict") -> Path:
+    """Write `text` to `path` so that `path` is either its old content or the whole new text, never a part."""
+    path = Path(path)
+    with replacing(path) as tmp:
+        with open(tmp, "w", encoding=encoding, errors=errors) as f:
+            f.write(text)
     return path
 
 

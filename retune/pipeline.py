@@ -18,7 +18,7 @@ from pathlib import Path
 from . import data, train
 from .decode import Limits, decode, load_traces, save_traces
 from .generators import HFGenerator
-from .files import locked, seal, sealed
+from .files import locked, replacing, seal, sealed
 from .model import DTYPES
 from .profiles import Profile
 from .runcheck import damaged, read_run
@@ -160,15 +160,13 @@ def _evaluate(profile: Profile, run_dir: Path, task: str, method: str, seed: int
             data.write_json(placement_path(cache), train.placement(generator.model))
         new = decode(get_task(task, variant), problems[start:start + chunk], method, generator, profile.limits,
                      progress=progress, semantics=profile.eval.semantics)
-        tmp = part.with_name(part.name + ".tmp")
-        save_traces(tmp, new)
-        tmp.replace(part)
+        with replacing(part) as tmp:
+            save_traces(tmp, new)
         traces += new
     if generator is not None:
         generator.close()  # before the next run's model loads
-    tmp = cache.with_name(cache.name + ".tmp")
-    save_traces(tmp, traces)
-    tmp.replace(cache)
+    with replacing(cache) as tmp:
+        save_traces(tmp, traces)
     seal(cache, traces=len(traces))  # last: what read_evaluation trusts
     shutil.rmtree(parts)
     return traces

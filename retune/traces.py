@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .files import ROOT, OneLineError, atomic_write_text, file_sha256, versions
+from .files import ROOT, OneLineError, atomic_write_text, file_sha256, replacing, versions
 from .pipeline import eval_key, evaluated, evaluation_cache, read_evaluation, rows
 from .profiles import Profile, where
 from .runs import RunSpec, finished_run
@@ -45,9 +45,8 @@ def write_traces(profile: Profile, groups: list[tuple[RunSpec, dict, list]], pat
 
     path = Path(path) if path else where(profile, "results") / TRACES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     counts = []
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    with replacing(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         for spec, labels, traces in groups:
             spec = RunSpec.of(spec)
             ident = run_id(profile, spec)
@@ -56,7 +55,6 @@ def write_traces(profile: Profile, groups: list[tuple[RunSpec, dict, list]], pat
                 f.write((json.dumps(line, ensure_ascii=True) + "\n").encode())
             counts.append(dict(asdict(spec), run=labels.get("run"), problems=len(traces),
                                failures=sum(not t.correct for t in traces)))
-    tmp.replace(path)
     meta = {"profile": profile.profile, "seeds": profile.seeds, "eval_sizes": profile.eval.sizes,
             "eval_problems_per_size": profile.eval.problems_per_size, "limits": asdict(profile.limits),
             "runs": counts, "traces": sum(c["problems"] for c in counts), "sha256": file_sha256(path),

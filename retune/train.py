@@ -305,7 +305,7 @@ def train(model_source: str, dataset_paths, config: TrainConfig | dict | None = 
                "data": [dict(d, path=str(p)) for d, p in zip(data_ids, paths)], "config": asdict(config),
                "lora": lora if lora is not True else "paper"}
         if rank0:
-            (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+            write_json(run_dir / "run.json", run)
 
         checkpoints = run_dir / "checkpoints"
         resume = last_checkpoint(checkpoints)

@@ -19,6 +19,7 @@ import pytest
 from retune import traces
 from retune.inspect import RED, export_failures
 from retune.profiles import load_profile
+from retune.tasks import TASKS
 
 from _planted import planted_runs
 
@@ -85,7 +86,7 @@ def test_failures_page_shows_the_first_error_red_and_nested_retuning_trees(brows
     assert first.is_displayed() and first.value_of_css_property("color") == rgb(RED)
     oracle = first.find_element(By.XPATH, "following-sibling::pre[1]")
     assert oracle.is_displayed() and oracle.value_of_css_property("color") == rgb("#2e7d32")
-    for task in ("addition", "dp", "parity"):  # each task's Re-Tuning failures: a context inside a context
+    for task in TASKS:  # each task's Re-Tuning failures: a context inside a context
         nested = browser.find_elements(
             By.XPATH, f"//div[@class='retune-trace'][contains(div, '{task}') and contains(div, 'retuning')]"
                       "//details[@open]//details[@open]/summary[contains(., 'depth 1')]")

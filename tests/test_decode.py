@@ -5,7 +5,7 @@ import pytest
 
 from retune.decode import ERROR_KINDS, Limits, Trace, decode, decode_one_by_one, load_traces, parse_call, save_traces
 from retune.generators import Generation, HFGenerator, OracleGenerator, oracle_targets
-from retune.tasks import METHODS, get_method, get_task
+from retune.tasks import METHODS, TASKS, get_method, get_task
 
 # far beyond every training distribution (addition 15, dp 5, parity 21)
 SIZES = {"addition": (1, 2, 16, 33, 60), "dp": (1, 2, 6, 17, 30), "parity": (1, 2, 22, 41, 60)}
@@ -177,7 +177,7 @@ class Adversary:
 
 def test_fuzz_nothing_crashes_every_failure_is_named(tmp_path):
     seen, traces = 0, []
-    for name in ("addition", "dp", "parity"):
+    for name in TASKS:
         task = get_task(name)
         for method, round_ in [(m, r) for m in METHODS for r in range(3)]:
             problems = problems_of(task, (1, 3, 8, 12), 10, seed=round_)

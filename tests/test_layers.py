@@ -93,7 +93,7 @@ def test_tasks_import_nothing_of_the_rest():
             assert all(top_name(t) == "tasks" for t in imports(name, path)), name
 
 
-SHARED = ("ROOT", "DEFAULT_PROFILE", "versions", "file_sha256", "write_json", "atomic_write_text")
+SHARED = ("ROOT", "DEFAULT_PROFILE", "versions", "file_sha256", "write_json", "atomic_write_text", "replacing")
 
 
 @pytest.mark.parametrize("helper", SHARED)

@@ -1,38 +1,44 @@
 """The method registry (retune/tasks/methods.py): its order and attributes, its error message, and that nothing
 else in retune/ names a method by a string literal."""
 import ast
+import random
 from pathlib import Path
 
 import pytest
 
 from retune import inspect, report
-from retune.tasks import METHODS, Method, get_method, get_task
+from retune.tasks import METHODS, TASKS, Method, get_method, get_task
 from retune.tasks.methods import ABLATION_STUDY, MAIN_METHODS
 
 RETUNE = Path(__file__).resolve().parent.parent / "retune"
 REGISTRY = RETUNE / "tasks" / "methods.py"
 
 
-def test_the_registry_is_in_the_papers_order():
-    assert list(METHODS) == ["baseline", "scratchpad", "retuning", "inline", "no_carryover"]
-    assert [m.order for m in METHODS.values()] == sorted(m.order for m in METHODS.values())
+def test_the_registry_orders_the_main_methods_first_and_each_ablation_after_its_reference():
+    """Tables and figures follow the registry: the paper's methods, then the ablations, one colour each."""
+    names = list(METHODS)
     assert all(name == m.name and isinstance(m, Method) for name, m in METHODS.items())
-    assert len({m.colour for m in METHODS.values()}) == len(METHODS)  # one colour each
-    assert MAIN_METHODS == ("baseline", "scratchpad", "retuning")
-    assert ABLATION_STUDY == ("retuning", "inline", "no_carryover")  # the reference first, then its ablations
+    assert [m.order for m in METHODS.values()] == sorted(m.order for m in METHODS.values())
+    assert len({m.colour for m in METHODS.values()}) == len(METHODS)
+    assert names[:len(MAIN_METHODS)] == list(MAIN_METHODS) and all(METHODS[n].main for n in MAIN_METHODS)
+    for name, m in METHODS.items():
+        if m.ablates:
+            assert not m.main and METHODS[m.ablates].main and names.index(m.ablates) < names.index(name)
+            assert ABLATION_STUDY.index(m.ablates) < ABLATION_STUDY.index(name)
 
 
-@pytest.mark.parametrize("name, main, recursive, writes_calls, returns, ablates, display", [
-    ("baseline", True, False, False, False, None, "Baseline"),
-    ("scratchpad", True, False, False, False, None, "Scratchpad"),
-    ("retuning", True, True, True, True, None, "Re-Tuning"),
-    ("inline", False, False, True, True, "retuning", "Inline"),
-    ("no_carryover", False, True, True, False, "retuning", "No carry-over"),
-])
-def test_each_method_knows_what_it_is(name, main, recursive, writes_calls, returns, ablates, display):
-    m = get_method(name)
-    assert (m.main, m.recursive, m.writes_calls, m.returns, m.ablates, m.display) == \
-        (main, recursive, writes_calls, returns, ablates, display)
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("task_name", TASKS)
+def test_what_a_method_says_it_is_is_what_it_writes(name, task_name):
+    """Its attributes against its training examples for a problem that needs calls: one context or several,
+    calls written or not, a callee's answer back in the caller's context or not."""
+    m, task = get_method(name), get_task(task_name)
+    problem = task.sample(4, random.Random(0))
+    examples = m.examples(task, problem)
+    written = "".join(e.input + e.output for e in examples)
+    assert (len(examples) > 1) == m.recursive
+    assert ("Call: " in written) == m.writes_calls
+    assert ("Return: " in written) == m.returns
 
 
 def test_return_text_is_the_methods():

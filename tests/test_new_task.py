@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from retune.tasks import TASKS, render
+from retune.tasks import METHODS, TASKS, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,11 +93,10 @@ def test_a_task_file_on_disk_reaches_the_registry_decoder_and_profile_defaults(t
     done = run([sys.executable, "-c", CHECK], task_dir)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["tasks"] == ["addition", "dp", "parity", "digitsum"]  # the paper's first, then added ones
-    assert all(out["oracle"].values()) and set(out["oracle"]) == {"baseline", "scratchpad", "retuning", "inline",
-                                                                  "no_carryover"}
+    assert out["tasks"] == [*TASKS, "digitsum"]  # the registered ones first, then added ones
+    assert all(out["oracle"].values()) and set(out["oracle"]) == set(METHODS)
     # the smoke profile names three tasks in its sizes: the new one takes its own defaults, key by key
-    assert out["profile"] == [["addition", "dp", "parity", "digitsum"], 4, [2, 8]]
+    assert out["profile"] == [[*TASKS, "digitsum"], 4, [2, 8]]
     assert "digitsum" not in TASKS  # this process never saw it: nothing was patched
 
 
@@ -127,7 +126,7 @@ def test_a_task_file_on_disk_is_built_evaluated_and_shown_by_a_notebook(task_dir
     assert "digitsum" in table and "addition" not in table
 
 
-@pytest.mark.parametrize("name", ["addition", "dp", "parity"])
+@pytest.mark.parametrize("name", TASKS)
 def test_each_task_file_shows_its_prompts_and_targets_as_the_code_renders_them(name):
     path = ROOT / "retune" / "tasks" / f"{name}.py"
     assert "<!-- rendered: " in path.read_text()

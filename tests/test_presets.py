@@ -11,7 +11,7 @@ from retune import presets
 from retune.model import encode_context, encode_target, load_pretrained
 from retune.profiles import load_profile
 
-from _tiny_gguf import MERGES, fake_wheel, write_tiny_gguf
+from _tiny_gguf import fake_wheel, write_tiny_gguf
 
 torch.set_num_threads(1)
 TEXT = "964 + 494\nSolution: Call: 64 + 94\nReturn: Carry 1, Output 58\nAnswer: "
@@ -56,7 +56,6 @@ def test_tokenizer_from_gguf_merges_like_smollm2(tiny_gguf):
     it inside one string but stands alone at the end of a prompt encoded on its own."""
     path, _ = tiny_gguf
     _, tok = presets.load_gguf(path)
-    assert ("Ġ", "+") in MERGES
     assert tok.convert_ids_to_tokens(encode_context(tok, "64 + 94")) == ["6", "4", "Ġ+", "Ġ", "9", "4"]
     assert tok.convert_ids_to_tokens(encode_context(tok, "Solution: "))[-1] == "Ġ"
     assert "ĠCall" in tok.convert_ids_to_tokens(encode_context(tok, "Solution: Call"))

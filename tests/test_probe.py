@@ -66,11 +66,6 @@ def test_pretrained_part_is_skipped_with_a_message_when_not_fetched_and_not_to_f
     assert probe.pretrained_run(load_profile("smoke", {"step_probe": {"model": None}}), 0, said.append) is None
 
 
-def test_cpu_profile_fetches_the_real_model_for_the_probe():
-    spec = load_profile("cpu").step_probe
-    assert spec.model == "smollm2-135m" and spec.fetch is True
-
-
 def test_plot_has_one_panel_per_kind():
     import pandas as pd
 

@@ -72,7 +72,6 @@ def tiny_model(tmp_path_factory):
 @pytest.mark.parametrize("name", ["smol", "paper"])
 def test_the_gpu_profile_rehearses_on_cpu(name, tiny_model, tmp_path):
     profile = rehearsal_profile(name, tmp_path, tiny_model)
-    assert profile.train.lora and profile.train.device == "cpu" and profile.eval.decoder == "auto"
     rehearse(profile, tmp_path)
     check_results(profile, tmp_path)
     assert (tmp_path / "results" / "step_probe.csv").is_file()

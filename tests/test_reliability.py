@@ -67,7 +67,7 @@ def kill_at(monkeypatch, step: str):
                 yield r
         monkeypatch.setattr(data, "iter_records", records)
     elif step == "rename":
-        monkeypatch.setattr(data.os, "replace", lambda *a: (_ for _ in ()).throw(Killed()))
+        monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(Killed()))
     elif step == "manifest":  # the one manifest write (the build time is not written: the manifest is committed)
         def write_json(path, obj):
             raise Killed

@@ -6,20 +6,26 @@ import pytest
 import torch
 
 from retune import pipeline, presets, runs
-from retune.model import PAPER_LORA
 from retune.profiles import load_profile
 
 from _tiny_gguf import write_tiny_gguf
 
 
-def test_smol_profile_is_smollm2_with_the_papers_adapter_on_a_gpu():
-    p = load_profile("smol")
-    assert p.model.source == "smollm2-135m" and presets.is_preset(p.model.source)
-    assert p.train.lora == PAPER_LORA
-    assert p.train.bf16 is True and p.eval.device == "cuda" and p.eval.dtype in ("bfloat16", "float16")
-    assert p.tasks == ["addition", "dp", "parity"] and p.methods == ["baseline", "scratchpad", "retuning"]
-    for key in ("data", "runs", "results", "figures"):
-        assert getattr(p.paths, key).split("/")[-1] == "smol"  # never the cpu profile's directories
+def test_a_profile_with_its_own_paths_shares_no_directory_with_another():
+    """smol and smoke run beside the default profile: their tables, figures and runs must never be found, or
+    overwritten, by another profile's (cpu and paper set none: they share the defaults)."""
+    import yaml
+
+    from retune.profiles import available, profile_path
+
+    loaded = {name: load_profile(name).paths for name in available()}
+    own = [name for name in loaded if "paths" in (yaml.safe_load(profile_path(name).read_text()) or {})]
+    assert "smol" in own
+    for name in own:
+        for key in ("data", "runs", "results", "figures"):
+            mine = getattr(loaded[name], key)
+            others = {o for o, paths in loaded.items() if o != name and getattr(paths, key) == mine}
+            assert not others, f"{name}'s {key} directory {mine} is also {sorted(others)}'s"
 
 
 def smol_smoke(tmp_path, model: str, dtype: str = "float32"):

