@@ -90,7 +90,7 @@ def main():
     bound = gflops * 1e9 / cost
     measured = positions / seconds
     print(json.dumps({
-        "model": "tiny" if args.quick else args.model, "recipe": "lora" if args.lora else f"frozen_layers={frozen}",
+        "quick": args.quick, "model": "tiny" if args.quick else args.model, "recipe": "lora" if args.lora else f"frozen_layers={frozen}",
         "threads": args.threads, "steps": args.steps, "batch_size": args.batch_size,
         "matmul_gflops": round(gflops, 1), "flops_per_token": round(cost), "bound_tokens_per_s": round(bound, 1),
         "measured_tokens_per_s": round(measured, 1), "real_tokens_per_s": round(counter.real_tokens / seconds, 1),

@@ -18,6 +18,7 @@ FIELDS = {
     "cpu_bf16.py": {"threads", "ratios"},
     "decode.py": {"speedup_vs_reference", "ratio_to_bound", "decoder", "decoders_s", "ours_s", "bound_s"},
     "gpu_train.py": {"env"},
+    "recipe_bound.py": {"matmul_gflops", "flops_per_token", "bound_tokens_per_s", "measured_tokens_per_s", "ratio"},
     "train.py": {"real_tokens", "plain_tokens_per_s", "trainer_tokens_per_s", "tokens_per_s_ratio",
                  "cpu_time_ratio", "padding_fraction"},
     "workers.py": {"one_process_tokens_per_s", "side_by_side_tokens_per_s", "ratio"},
