@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare 
 import torch  # noqa: E402
 
 from retune import data  # noqa: E402
+from retune.bounds import MAX_STEPS  # noqa: E402  (checkpoints: never within a run)
 from retune.model import TinyConfig, tiny_llama, with_lora  # noqa: E402
 from retune.train import TrainConfig, train  # noqa: E402
 from retune.trainer import on_cuda, training_arguments  # noqa: E402
@@ -79,7 +80,7 @@ def profile_runs(args) -> None:
     for item in args.runs.split(","):
         task, _, method = item.partition(":")
         description = R.describe(profile, R.spec_for(profile, task, method))  # builds its data, fetches the model
-        config = make_config({"max_steps": args.warmup + steps, "save_steps": 10**9, "progress": False,
+        config = make_config({"max_steps": args.warmup + steps, "save_steps": MAX_STEPS, "progress": False,
                               "logging_steps": max(steps // 4, 1)}, description.config)
         timer = step_timer(args.warmup, args.warmup + steps)
         start = time.perf_counter()
@@ -163,7 +164,7 @@ def main():
         if cuda:
             torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
-        config = TrainConfig(max_steps=steps, batch_size=args.batch_size, save_steps=10**9, logging_steps=max(steps // 6, 1),
+        config = TrainConfig(max_steps=steps, batch_size=args.batch_size, save_steps=MAX_STEPS, logging_steps=max(steps // 6, 1),
                              progress=False, bf16="auto", **settings[name])
         start = time.perf_counter()
         run_dir = train("tiny", [path], config, out / "runs", model_config)
