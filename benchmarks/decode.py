@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from retune.decode import decode, decode_one_by_one
-from retune.generators import HFGenerator, oracle_targets
-from retune.model import TinyConfig, char_tokenizer, tiny_llama
+from retune.decoding.recursive import decode, decode_one_by_one
+from retune.decoding.generators import HFGenerator, oracle_targets
+from retune.models.causal_lm import TinyConfig, char_tokenizer, tiny_llama
 from retune.tasks import get_task
 
 

@@ -12,7 +12,7 @@ whether CUDA and bf16 were used) and a final JSON line with the environment. Res
 With --profile the runs are a profile's own (e.g. smol: SmolLM2-135M, its LoRA adapter, batch, bf16 autocast, its
 training data for each task:method of --runs; `--set KEY=YAML` as for `retune reproduce`): --warmup steps untimed,
 then --steps timed (the GPU synchronized at both ends), and a last JSON line states what the profile's whole
-training would take at the measured step times (every run of `retune.runs.all_runs` at its max_steps)."""
+training would take at the measured step times (every run of `retune.training.runs.all_runs` at its max_steps)."""
 import argparse
 import gc
 import json
@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare 
 
 import torch  # noqa: E402
 
-from retune import data  # noqa: E402
-from retune.bounds import MAX_STEPS  # noqa: E402  (checkpoints: never within a run)
-from retune.model import TinyConfig, tiny_llama, with_lora  # noqa: E402
-from retune.train import TrainConfig, train  # noqa: E402
-from retune.trainer import on_cuda, training_arguments  # noqa: E402
+from retune.data import datasets as data  # noqa: E402
+from retune.config.bounds import MAX_STEPS  # noqa: E402  (checkpoints: never within a run)
+from retune.models.causal_lm import TinyConfig, tiny_llama, with_lora  # noqa: E402
+from retune.training.fine_tune import TrainConfig, train  # noqa: E402
+from retune.training.trainer import on_cuda, training_arguments  # noqa: E402
 
 # ~103M parameters: 12 x (4 * 768^2 attention + 3 * 768 * 2688 MLP); the 103-token vocabulary adds only 79k.
 MODEL_100M = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 2688}
@@ -64,10 +64,10 @@ def profile_runs(args) -> None:
     """Time the profile's own recipe on its model and data (see the module's docstring)."""
     from statistics import median
 
-    from retune import runs as R
-    from retune.profiles import load_profile
+    from retune.training import runs as R
+    from retune.config.profiles import load_profile
     from retune.settings import parse_sets
-    from retune.train import make_config
+    from retune.training.fine_tune import make_config
 
     if args.warmup < 1:
         raise SystemExit("gpu_train: --warmup must be at least 1 (the first step's end starts the clock)")

@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from retune.model import freeze_lower, load_pretrained, tiny_llama, char_tokenizer, TinyConfig, with_lora
+from retune.models.causal_lm import freeze_lower, load_pretrained, tiny_llama, char_tokenizer, TinyConfig, with_lora
 from retune.tasks import get_task
-from retune.trainer import make_trainer, tokenize
-from retune.train import TrainConfig
+from retune.training.trainer import make_trainer, tokenize
+from retune.training.fine_tune import TrainConfig
 
 
 def addition_records(top: int, n_problems: int, seed: int = 0) -> list[dict]:

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from retune.model import TinyConfig, char_tokenizer, tiny_llama
+from retune.models.causal_lm import TinyConfig, char_tokenizer, tiny_llama
 from retune.tasks import get_task
-from retune.train import TrainConfig
-from retune.trainer import LengthGroupedSampler, completion_collator, make_trainer, tokenize
+from retune.training.fine_tune import TrainConfig
+from retune.training.trainer import LengthGroupedSampler, completion_collator, make_trainer, tokenize
 
 
 def addition_records(n_problems: int, seed: int = 0) -> list[dict]:

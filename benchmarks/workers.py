@@ -4,7 +4,7 @@ side by side (what the `cpu` profile's `workers: 2` does), measured in one run o
     .venv/bin/python benchmarks/workers.py [--steps 150] [--threads 2]
     .venv/bin/python benchmarks/workers.py --quick     # 2 steps a run on a few problems: checks it runs
 
-Each run is a real `retune.train.train` (Trainer, cache off: a fresh runs directory) on Re-Tuning addition 1-6
+Each run is a real `retune.training.fine_tune.train` (Trainer, cache off: a fresh runs directory) on Re-Tuning addition 1-6
 digits; tokens/s is the run's own measurement. The last printed line is JSON with `ratio`: the two processes'
 summed tokens/s over the one process's."""
 import argparse
@@ -13,8 +13,8 @@ import multiprocessing
 import tempfile
 from pathlib import Path
 
-from retune import data
-from retune.train import TrainConfig, train
+from retune.data import datasets as data
+from retune.training.fine_tune import TrainConfig, train
 
 
 def one_run(job: tuple) -> float:

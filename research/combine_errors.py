@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 import jsonlog
-from retune import pipeline
-from retune.probe import step_contexts
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.analysis.probe import step_contexts
+from retune.config.profiles import load_profile
 from retune.tasks import get_task
 
 LOG = jsonlog.LOGS / "combine_errors.jsonl"

@@ -11,9 +11,9 @@ import collections
 import re
 from pathlib import Path
 
-from retune import pipeline
-from retune.evaluate import oracle_tree
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.evaluation.scoring import oracle_tree
+from retune.config.profiles import load_profile
 from retune.tasks import get_task
 
 CALL = re.compile(r"sum array \[(.*?)\], item array \[(.*?)\], can use item (\w+)")

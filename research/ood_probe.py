@@ -1,7 +1,7 @@
 """Does the fine-tuned tiny model reuse its generic base's skills beyond the trained lengths? (the OOD issue)
 
-One candidate: a generic base (retune.pretrain, with the given surfaces and multi-line share), Re-Tuning
-fine-tuned on the cpu profile's training set for one task, then the teacher-forced step probe (retune.probe: call
+One candidate: a generic base (retune.training.pretrain, with the given surfaces and multi-line share), Re-Tuning
+fine-tuned on the cpu profile's training set for one task, then the teacher-forced step probe (retune.analysis.probe: call
 / combine / base accuracy by size, in distribution and beyond to twice the trained maximum) on *validation*
 problems, never the reported ones. Appends one JSON line to research/logs/ood_probe.jsonl.
 
@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import jsonlog
-from retune import pipeline, runs
-from retune.probe import step_accuracy
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.analysis.probe import step_accuracy
+from retune.config.profiles import load_profile
 from retune.tasks import METHODS
 
 LOG = jsonlog.LOGS / "ood_probe.jsonl"
@@ -50,7 +51,7 @@ def decoded_accuracy(profile, run, task, method, sizes, n, seed) -> dict:
 
 def skills_of_base(profile, seed):
     """The base's skill table (every operation x kind x length), saved beside the probe log; its copy rows printed."""
-    from retune.skills import base_skills
+    from retune.analysis.skills import base_skills
 
     df = base_skills(profile, seed)
     out = LOG.parent / f"base_skills_{Path(runs.base_model(profile, seed)).name}.csv"
@@ -63,15 +64,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="addition")
     ap.add_argument("--method", default="retuning")
-    ap.add_argument("--surfaces", default="many", help="one or many (retune.pretrain)")
+    ap.add_argument("--surfaces", default="many", help="one or many (retune.training.pretrain)")
     ap.add_argument("--multiline", type=float, default=0.0, help="share of multi-line recall examples")
     ap.add_argument("--heads", type=float, default=0.0,
-                    help="share of multi-line first-items requests (retune.pretrain.heads)")
+                    help="share of multi-line first-items requests (retune.training.pretrain.heads)")
     ap.add_argument("--mix", type=float, default=0.15, help="rehearsal share in fine-tuning")
     ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--pretrain-examples", type=int, default=0, help="generic examples (0: the cpu profile's)")
     ap.add_argument("--skills", action="store_true",
-                    help="probe the base's skills first (retune.skills), into research/logs/base_skills_<base>.csv")
+                    help="probe the base's skills first (retune.analysis.skills), into research/logs/base_skills_<base>.csv")
     ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on every linear layer (0: full fine-tuning)")
     ap.add_argument("--lr", type=float, default=0.0, help="fine-tuning learning rate (0: the cpu profile's)")

@@ -1,4 +1,4 @@
-"""How well a generic pre-trained base (retune.pretrain) does its own skills, by operation and length: exact
+"""How well a generic pre-trained base (retune.training.pretrain) does its own skills, by operation and length: exact
 greedy continuations of fresh generic prompts, lengths within and beyond pre-training's range.
 
     python research/pretrain_probe.py runs/generic-pretrain-<key> [--lengths 2-32] [--n 20]
@@ -8,9 +8,9 @@ import argparse
 import json
 import random
 
-from retune import pretrain, train
-from retune.data import parse_sizes
-from retune.generators import HFGenerator
+from retune.training import pretrain, fine_tune as train
+from retune.data.datasets import parse_sizes
+from retune.decoding.generators import HFGenerator
 
 
 def main():

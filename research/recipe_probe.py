@@ -11,8 +11,9 @@ import json
 import time
 
 import jsonlog
-from retune import pipeline, runs
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.config.profiles import load_profile
 
 LOG = jsonlog.LOGS / "recipe.jsonl"
 
@@ -34,9 +35,9 @@ def main():
     ap.add_argument("--eval-n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--distribution", default="scaled", help="scaled or distinct (retune.data.DISTRIBUTIONS)")
+    ap.add_argument("--distribution", default="scaled", help="scaled or distinct (retune.data.datasets.DISTRIBUTIONS)")
     ap.add_argument("--pretrain", action="store_true", help="start from the cpu profile's generic base")
-    ap.add_argument("--loss-mean", default="token", help="token or example (retune.profiles.Recipe.loss_mean)")
+    ap.add_argument("--loss-mean", default="token", help="token or example (retune.config.profiles.Recipe.loss_mean)")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="generic pre-training steps (default: the profile's)")
     ap.add_argument("--pretrain-warmup", type=int, default=None, help="its warm-up steps (default: the profile's)")
     args = ap.parse_args()

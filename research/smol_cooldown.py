@@ -5,7 +5,7 @@ steps. This folds the adapter of one of its checkpoints into SmolLM2, trains a f
 (the paper's: r 64, q/k/v/o) for `--steps` more steps on the same data at `--lr` decaying linearly to 0, and runs
 the curve's step probe (validation problems) on the result. One JSON line is appended to
 research/logs/smol_curve.jsonl with `cooldown_from` (the checkpoint's step) and `step` (from + steps); the
-learning curve (retune.probe.learning_curve) reads only the lines without `cooldown_from`.
+learning curve (retune.analysis.probe.learning_curve) reads only the lines without `cooldown_from`.
 
     python research/smol_cooldown.py runs/<curve run>/checkpoints/checkpoint-500 --steps 150 --lr 2e-4
     python research/smol_cooldown.py runs/<a finished side run> --steps 300 --lr 5e-4   # a chain of them
@@ -18,9 +18,10 @@ from pathlib import Path
 import jsonlog
 from smol_curve import LOG, curve_data
 
-from retune import presets, train
-from retune.generators import HFGenerator
-from retune.probe import step_accuracy
+from retune.models import presets
+from retune.training import fine_tune as train
+from retune.decoding.generators import HFGenerator
+from retune.analysis.probe import step_accuracy
 
 
 def start_of(start: Path) -> int:
@@ -40,7 +41,7 @@ def folded(start: Path, out: Path) -> Path:
         return out
     from peft import PeftModel
 
-    from retune.model import load_pretrained
+    from retune.models.causal_lm import load_pretrained
 
     if (start / "measurements.json").is_file():
         model, tok = train.load_trained(start, merge=True)

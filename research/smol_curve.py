@@ -2,7 +2,7 @@
 
 One LoRA run (the paper's adapter: r 64, q/k/v/o) at a constant learning rate after warm-up, so the curve does
 not depend on where the budget ends. Every `--every` steps a Trainer callback runs the teacher-forced step probe
-(retune.probe.step_accuracy: call / combine / base accuracy by size, validation problems, in distribution and
+(retune.analysis.probe.step_accuracy: call / combine / base accuracy by size, validation problems, in distribution and
 beyond) on the weights of that moment and appends one JSON line per step to research/logs/smol_curve.jsonl.
 Other recipe candidates (`--candidate NAME` with full fine-tuning, frozen lower layers, another schedule, another
 trained range) log to research/logs/smol_recipes.jsonl, one name per candidate (research/recipe_table.py prints them).
@@ -21,11 +21,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 import jsonlog
-from retune import runs
-from retune import presets, train
-from retune.generators import HFGenerator
-from retune.probe import step_accuracy
-from retune.profiles import load_profile
+from retune.training import runs
+from retune.models import presets
+from retune.training import fine_tune as train
+from retune.decoding.generators import HFGenerator
+from retune.analysis.probe import step_accuracy
+from retune.config.profiles import load_profile
 
 CURVE = "lora-r64-constant"  # the first curve (notebook 12 reads its log); other candidates log apart
 
@@ -107,7 +108,7 @@ def main():
     if args.method != "retuning":  # no call or combine step to probe: trained (resumable), then decoded apart
         print(train.train(source, [data], config, "runs"))
         return
-    from retune.model import load_pretrained
+    from retune.models.causal_lm import load_pretrained
 
     model, tokenizer = load_pretrained(source)
     del model  # only its tokenizer: the run loads its own

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import jsonlog
-from retune import pipeline
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.config.profiles import load_profile
 
 LOG = jsonlog.LOGS / "smol_decode.jsonl"
 

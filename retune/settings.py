@@ -3,7 +3,7 @@
 `build(cls, mapping, where)` fills defaults for missing keys and checks every given key against the dataclass's
 type hints: an unknown key is an error naming it, the keys allowed there and the closest one; a value of the
 wrong type names the key, the value and the type expected. A dataclass may offer `sections()` (name -> nested
-dataclass), so that an unknown top-level key can point at the section that has it. retune.profiles is its user.
+dataclass), so that an unknown top-level key can point at the section that has it. retune.config.profiles is its user.
 
 Also the pieces every such check shares: range checks that name the key, the value and what is allowed
 (`at_least`, `positive_finite`, `check_seed`), and the YAML reader of profiles and `--set` values, which refuses a

@@ -2,9 +2,10 @@
 tree (sub-problems solved without a call) answer with a space, and single-context methods answer with a space
 everywhere. Failed Re-Tuning traces therefore nest as deep as their problem's call tree, which a smoke model
 (20 training steps: it never writes a call) cannot show."""
-from retune import pipeline, runs
-from retune.decode import decode
-from retune.generators import Generation, OracleGenerator
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.decoding.recursive import decode
+from retune.decoding.generators import Generation, OracleGenerator
 from retune.tasks import get_task
 
 

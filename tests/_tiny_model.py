@@ -18,7 +18,7 @@ def memorised_parity_model(steps: int = 150, seed: int = 0):
     (a few seconds on one CPU thread)."""
     import torch
 
-    from retune.model import char_tokenizer, encode_example, tiny_llama
+    from retune.models.causal_lm import char_tokenizer, encode_example, tiny_llama
     from retune.tasks import get_task
 
     torch.manual_seed(seed)

@@ -16,9 +16,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retune import traces
-from retune.inspect import RED, export_failures
-from retune.profiles import load_profile
+from retune.evaluation import traces
+from retune.analysis.inspector import RED, export_failures
+from retune.config.profiles import load_profile
 from retune.tasks import TASKS
 
 from _planted import planted_runs

@@ -2,8 +2,9 @@
 before a change (a module moved, a recipe key added, a field renamed) must be found after it. The values below
 were computed once from the smoke profile's addition x Re-Tuning run, seed 0; a change that alters one of them
 makes every cached run or evaluation of that kind unreachable, and has to say so here."""
-from retune import pipeline, runs
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.config.profiles import load_profile
 
 RUN_DIRECTORY = "addition-retuning-8fd4332b56fd25e8"  # <task>-<method>-<run key>
 EVAL_KEY = "41e769e1260e"

@@ -17,16 +17,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retune import cli, pipeline, runs, traces
-from retune import train as T
+from retune import cli
+from retune.evaluation import pipeline, traces
+from retune.training import runs
+from retune.training import fine_tune as T
 from retune.commands import reproduce as reproduce_cmd
 from retune.commands import train as train_cmd
-from retune.decode import decode, load_traces
+from retune.decoding.recursive import decode, load_traces
 from retune.files import seal_path
-from retune.generators import OracleGenerator
-from retune.model import char_tokenizer, load_pretrained, tiny_llama, TinyConfig
-from retune.notebook import ParameterError, setup
-from retune.profiles import LR_SCHEDULES, Profile, ProfileError, load_profile, merged, parse_sets
+from retune.decoding.generators import OracleGenerator
+from retune.models.causal_lm import char_tokenizer, load_pretrained, tiny_llama, TinyConfig
+from retune.reproduce.notebook import ParameterError, setup
+from retune.config.profiles import LR_SCHEDULES, Profile, ProfileError, load_profile, merged, parse_sets
 from retune.tasks import get_task
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
@@ -505,11 +507,11 @@ def test_papermill_shows_the_one_line(tmp_path):
     papermill = pytest.importorskip("papermill")
     import nbformat
 
-    from retune.reproduce import KERNEL
+    from retune.reproduce.runner import KERNEL
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("profile = None\nsettings = None", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from retune.notebook import setup\nP, meta, R, F = setup(globals())")]
+                nbformat.v4.new_code_cell("from retune.reproduce.notebook import setup\nP, meta, R, F = setup(globals())")]
     nbformat.write(nb, tmp_path / "nb.ipynb")
     with pytest.raises(papermill.PapermillExecutionError) as err:
         papermill.execute_notebook(tmp_path / "nb.ipynb", tmp_path / "out.ipynb", parameters={"profile": "nope"},
@@ -646,8 +648,8 @@ def test_fuzz_profiles_and_sets(tmp_path, capsys, monkeypatch):
     """Several hundred random profiles and --set values: loaded and checked in one line or refused in one line,
     never a traceback; through the CLI (the work stubbed after the checks) exit 0 or 2, and nothing written
     unless 0. Every profile that passes gives transformers' TrainingArguments for each of its recipes."""
-    from retune.runcheck import check_inputs
-    from retune.trainer import training_arguments
+    from retune.training.checks import check_inputs
+    from retune.training.trainer import training_arguments
 
     rng = random.Random(25)
     base = merged("smoke")

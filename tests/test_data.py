@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from retune import data
+from retune.data import datasets as data
 from retune.cli import main
 from retune.tasks import Example, get_task
 

@@ -3,8 +3,9 @@ import random
 
 import pytest
 
-from retune.decode import ERROR_KINDS, Limits, Trace, decode, decode_one_by_one, load_traces, parse_call, save_traces
-from retune.generators import Generation, HFGenerator, OracleGenerator, oracle_targets
+from retune.decoding.recursive import (ERROR_KINDS, Limits, Trace, decode, decode_one_by_one, load_traces, parse_call,
+                                       save_traces)
+from retune.decoding.generators import Generation, HFGenerator, OracleGenerator, oracle_targets
 from retune.tasks import METHODS, TASKS, get_method, get_task
 
 # far beyond every training distribution (addition 15, dp 5, parity 21)
@@ -241,7 +242,7 @@ def test_batched_equals_one_by_one_parity_model(parity_model):
 def test_batched_equals_one_by_one_random_model(method):
     """Random weights, oracle tokens forced with holes left to the model: oracle text mixed with model text,
     calls to unknown sub-problems, limits hit; mixed sizes 1-8 and batches cut in chunks."""
-    from retune.model import char_tokenizer, tiny_llama
+    from retune.models.causal_lm import char_tokenizer, tiny_llama
 
     tok = char_tokenizer()
     model = tiny_llama({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -257,7 +258,7 @@ def test_batched_equals_one_by_one_random_model(method):
 
 @pytest.mark.slow
 def test_hf_forced_without_holes_is_the_oracle():
-    from retune.model import char_tokenizer, tiny_llama
+    from retune.models.causal_lm import char_tokenizer, tiny_llama
 
     tok = char_tokenizer()
     model = tiny_llama({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -271,7 +272,7 @@ def test_hf_forced_without_holes_is_the_oracle():
 
 
 def test_decoded_text_round_trips_special_tokens():
-    from retune.model import char_tokenizer, tiny_llama
+    from retune.models.causal_lm import char_tokenizer, tiny_llama
 
     tok = char_tokenizer()
     generator = HFGenerator(tiny_llama({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,

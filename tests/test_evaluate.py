@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from retune.decode import Limits, decode
-from retune.generators import Generation, HFGenerator, OracleGenerator
-from retune.evaluate import first_departure, oracle_tree, teacher_forced, wilson
+from retune.decoding.recursive import Limits, decode
+from retune.decoding.generators import Generation, HFGenerator, OracleGenerator
+from retune.evaluation.scoring import first_departure, oracle_tree, teacher_forced, wilson
 from retune.tasks import get_task
 
 

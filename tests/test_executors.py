@@ -1,4 +1,4 @@
-"""Executors (retune.executors): one process per GPU with the device list mocked (no GPU here), settings refused
+"""Executors (retune.reproduce.executors): one process per GPU with the device list mocked (no GPU here), settings refused
 in one line before any work, the sbatch script submitit writes from the profile (a fake sbatch on PATH), a run
 trained in two processes (gloo) against one, and the main table by submitit's local executor against the local
 executor's, byte for byte."""
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from retune import executors as E
-from retune import train as T
-from retune.plan import Piece
-from retune.profiles import ProfileError, load_profile
-from retune.runs import RunSpec
+from retune.reproduce import executors as E
+from retune.training import fine_tune as T
+from retune.reproduce.plan import Piece
+from retune.config.profiles import ProfileError, load_profile
+from retune.training.runs import RunSpec
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -159,7 +159,7 @@ def test_two_processes_on_gloo_give_the_losses_of_one(tmp_path):
 # --- the same tables by either executor -----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_submitit_jobs_give_the_tables_of_local_processes_byte_for_byte(tmp_path):
-    from retune.reproduce import reproduce
+    from retune.reproduce.runner import reproduce
 
     tables = {}
     for name, over in (("local", {"workers": 2}),

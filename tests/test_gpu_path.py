@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import data, memory, pipeline, probe, runs
-from retune import train as T
-from retune import trainer
-from retune.decode import Limits, decode, default_new_tokens
-from retune.generators import Generation, HFGenerator, kv_bytes_per_token, oracle_targets
-from retune.model import char_tokenizer, tiny_llama
-from retune.profiles import load_profile
+from retune.data import datasets as data
+from retune.training import memory, runs
+from retune.evaluation import pipeline
+from retune.analysis import probe
+from retune.training import fine_tune as T
+from retune.training import trainer
+from retune.decoding.recursive import Limits, decode, default_new_tokens
+from retune.decoding.generators import Generation, HFGenerator, kv_bytes_per_token, oracle_targets
+from retune.models.causal_lm import char_tokenizer, tiny_llama
+from retune.config.profiles import load_profile
 from retune.settings import ProfileError
 from retune.tasks import get_task
 
@@ -60,7 +63,7 @@ def test_a_tiny_kv_budget_splits_batches_and_decodes_as_unsplit(parity_model):
 def test_kv_bytes_per_token_reads_the_models_config(tiny_dir):
     """2 (keys, values) x layers x KV heads x head size x dtype bytes: grouped-query attention counts its KV heads.
     Before: no estimate existed (ImportError)."""
-    from retune.model import load_pretrained
+    from retune.models.causal_lm import load_pretrained
 
     model, _ = load_pretrained(str(tiny_dir))
     assert kv_bytes_per_token(model) == 2 * 2 * 2 * 8 * 4  # 2 layers, 2 KV heads of 32 / 4 = 8 dims, float32
@@ -69,7 +72,7 @@ def test_kv_bytes_per_token_reads_the_models_config(tiny_dir):
 
 def test_limits_are_counted_in_the_models_tokens(tiny_dir):
     """Before: 2 x the target's characters + 16, applied as tokens (5,714 tokens at 60-digit scratchpad)."""
-    from retune.model import load_pretrained
+    from retune.models.causal_lm import load_pretrained
 
     model, tok = load_pretrained(str(tiny_dir))
     generator = HFGenerator(model, tok)
@@ -92,7 +95,7 @@ def test_limits_are_counted_in_the_models_tokens(tiny_dir):
 def test_no_row_runs_past_the_models_positions(tiny_dir):
     """A context that fills the model's 256 positions is the token_limit error without a generation; one that
     leaves room generates only up to it. Before: generation ran past max_position_embeddings."""
-    from retune.model import load_pretrained
+    from retune.models.causal_lm import load_pretrained
 
     model, tok = load_pretrained(str(tiny_dir))
     long, short = "1" * 300, "1" * 200
@@ -322,8 +325,8 @@ def test_the_training_device_is_a_checked_recipe_key_outside_the_cache_key(tmp_p
 @pytest.mark.slow  # a child process
 def test_threads_are_honoured_by_every_notebook_and_the_memory_child(tmp_path, tiny_dir):
     """Before: notebook 02 trained and the memory child measured with torch's default threads."""
-    from retune.notebook import setup
-    from retune.reproduce import parameters
+    from retune.reproduce.notebook import setup
+    from retune.reproduce.runner import parameters
 
     torch.set_num_threads(2)
     try:

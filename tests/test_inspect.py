@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from retune.decode import decode, load_traces, save_traces
-from retune.generators import Generation, OracleGenerator
-from retune.evaluate import first_departure, oracle_tree
-from retune.inspect import (Inspector, _LiveOrStatic, export_failures, export_html, first_wrong, inspector, oracle_of,
-                            pick_failures, select, static_view, trace_html, tree_depth, visible)
+from retune.decoding.recursive import decode, load_traces, save_traces
+from retune.decoding.generators import Generation, OracleGenerator
+from retune.evaluation.scoring import first_departure, oracle_tree
+from retune.analysis.inspector import (Inspector, _LiveOrStatic, export_failures, export_html, first_wrong, inspector,
+                                       oracle_of, pick_failures, select, static_view, trace_html, tree_depth, visible)
 from retune.tasks import get_task
 
 from _planted import planted

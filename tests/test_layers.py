@@ -9,18 +9,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "retune"
 
-# Bottom to top, as drawn in docs/architecture.md. A module may import its own layer and those below it.
+# Bottom to top, as drawn in docs/architecture.md: the packages of retune/ (and the modules left at its top).
+# A module may import its own layer and those below it.
 LAYERS = [
-    ("files", "settings", "presets"),  # helpers every layer shares; a preset model is fetched here
+    ("files", "settings"),  # helpers every layer shares; plain data into typed, checked settings
     ("tasks",),  # tasks and methods: the protocol's formats (tasks import nothing else of retune)
-    ("data", "model"),  # datasets; tiny and pretrained models
-    ("generators", "decode", "official", "profiles", "bounds"),  # who writes a context, the recursive decoder (and
-    #                                                     the paper's control flow); the typed settings, their bounds
-    ("trainer", "train", "runcheck", "evaluate", "memory"),  # one run trained (the run cache, checked); scoring
-    ("pretrain", "runs"),  # a profile's runs: one identity, built and found
-    ("pipeline", "traces"),  # the evaluation pipeline; the shipped trace file and cached lookups
-    ("report", "inspect", "probe", "skills"),  # tables, figures, the trace inspector, the step probe, the base
-    ("plan", "executors", "reproduce", "notebook"),  # the pieces of work, who does them, the notebooks' runner
+    ("data", "models"),  # datasets; tiny and pretrained models, presets
+    ("decoding",),  # who writes a context, the recursive decoder
+    ("config",),  # the profiles
+    ("training",),  # one run trained (cached, checked), its memory, pre-training, a profile's runs
+    ("evaluation",),  # scoring, the evaluation pipeline, the shipped traces
+    ("analysis",),  # tables, figures, the trace inspector, the step probe, the base's skills
+    ("reproduce",),  # the pieces of work, who does them, the notebooks' runner
     ("commands", "cli"),  # the command lines, thin faces
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -79,11 +79,11 @@ def test_no_lower_layer_imports_a_higher_one():
 
 
 def test_the_checker_catches_an_upward_import(tmp_path):
-    """The check can fail: a planted upward import is found."""
-    planted = tmp_path / "data.py"
-    planted.write_text("from .report import main_table\n\ndef f():\n    from . import pipeline\n")
-    found = imports("retune.data", planted)
-    assert found == {"retune.report", "retune.pipeline"}
+    """The check can fail: an upward import planted in the data layer (at module level and inside a function)."""
+    planted = tmp_path / "datasets.py"
+    planted.write_text("from ..analysis.report import main_table\n\ndef f():\n    from ..evaluation import pipeline\n")
+    found = imports("retune.data.datasets", planted)
+    assert found == {"retune.analysis.report", "retune.evaluation"}
     assert all(LAYER[top_name(t)] > LAYER["data"] for t in found)
 
 
@@ -123,3 +123,9 @@ def test_the_default_profile_is_named_once():
 def test_no_module_is_much_longer_than_a_few_screens():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 420}
     assert not long, long
+
+
+def test_the_top_of_the_package_holds_few_modules():
+    """Concerns live in sub-packages; beside them only the package, the command line and the shared helpers."""
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, top

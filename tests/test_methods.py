@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retune import inspect, report
+from retune.analysis import inspector as inspect, report
 from retune.tasks import METHODS, TASKS, Method, get_method, get_task
 from retune.tasks.methods import ABLATION_STUDY, MAIN_METHODS
 

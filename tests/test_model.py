@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune.model import (EOS, PAD, UNK, TinyConfig, char_tokenizer, encode_context, encode_example, encode_target,
-                          load_pretrained, tiny_llama)
-from retune.presets import is_fetched, preset_path
+from retune.models.causal_lm import (EOS, PAD, UNK, TinyConfig, char_tokenizer, encode_context, encode_example,
+                                     encode_target, load_pretrained, tiny_llama)
+from retune.models.presets import is_fetched, preset_path
 from retune.tasks import METHODS, TASKS, get_task
 
 from _tiny_gguf import write_tiny_gguf
@@ -127,7 +127,7 @@ def subword_tokenizer():
 def gguf_tokenizer():
     """SmolLM2's kind of tokenizer (byte-level BPE where ' +' and ' Call' are merges), read from a tiny GGUF file
     by the loader the smollm2-135m preset goes through."""
-    from retune.presets import load_gguf
+    from retune.models.presets import load_gguf
 
     path = Path(tempfile.mkdtemp()) / "tiny.gguf"
     write_tiny_gguf(path)

@@ -60,10 +60,10 @@ class DigitSum(Task):
 
 CHECK = textwrap.dedent('''
     import json, random, sys
-    from retune import data
-    from retune.decode import decode
-    from retune.generators import OracleGenerator
-    from retune.profiles import load_profile
+    from retune.data import datasets as data
+    from retune.decoding.recursive import decode
+    from retune.decoding.generators import OracleGenerator
+    from retune.config.profiles import load_profile
     from retune.tasks import METHODS, TASKS, get_task
 
     out = {"tasks": list(TASKS)}
@@ -114,8 +114,8 @@ def test_a_task_file_on_disk_is_built_evaluated_and_shown_by_a_notebook(task_dir
     summary = json.loads(oracle.stdout)
     assert summary["sizes"] == [2, 8] and all(r["accuracy"] == 1.0 for r in summary["by_size"])
     notebook = textwrap.dedent(f'''
-        from retune.profiles import load_profile
-        from retune.reproduce import reproduce
+        from retune.config.profiles import load_profile
+        from retune.reproduce.runner import reproduce
         profile = load_profile("smoke", {{"tasks": ["digitsum"], "paths": {{k: "{tmp_path}/" + k for k in
                                           ("data", "runs", "results", "figures")}}}})
         reproduce(profile, only="01", executed_dir="{tmp_path / 'executed'}", progress=False)

@@ -7,8 +7,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from retune import reproduce as rp
-from retune.profiles import load_profile
+from retune.reproduce import runner as rp
+from retune.config.profiles import load_profile
 
 pytest.importorskip("papermill")
 

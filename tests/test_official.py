@@ -3,8 +3,8 @@ cases for every way that differs from reading the answer as a number or a list),
 and the official semantics' control flow against an independent one-problem-at-a-time re-implementation."""
 import pytest
 
-from retune.decode import decode
-from retune.generators import OracleGenerator
+from retune.decoding.recursive import decode
+from retune.decoding.generators import OracleGenerator
 from retune.tasks import get_task
 
 ADD, DP, PAR = get_task("addition"), get_task("dp"), get_task("parity")
@@ -107,7 +107,7 @@ def trained(task, problems, steps, seed=0):
     those, more or less, and writes calls, returns and answers, right and wrong, on others."""
     import torch
 
-    from retune.model import char_tokenizer, encode_example, tiny_llama
+    from retune.models.causal_lm import char_tokenizer, encode_example, tiny_llama
 
     torch.manual_seed(seed)
     tok = char_tokenizer()
@@ -185,7 +185,7 @@ def test_the_batched_official_semantics_agrees_with_the_notebook_verdict_for_ver
 
     import torch
 
-    from retune.generators import HFGenerator
+    from retune.decoding.generators import HFGenerator
 
     torch.set_num_threads(1)
     task = get_task(name)

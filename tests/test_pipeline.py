@@ -1,4 +1,4 @@
-"""retune.runs and retune.pipeline: evaluation problems are fresh (never a trained top context) and reproducible, the run
+"""retune.training.runs and retune.evaluation.pipeline: evaluation problems are fresh (never a trained top context) and reproducible, the run
 grids follow the profile, and evaluations are cached beside the run."""
 import json
 import shutil
@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import decode, pipeline, runs
-from retune import train as T
-from retune.profiles import load_profile
+from retune.decoding import recursive as decode
+from retune.evaluation import pipeline
+from retune.training import runs
+from retune.training import fine_tune as T
+from retune.config.profiles import load_profile
 from retune.tasks import get_task
 
 
@@ -122,7 +124,7 @@ def write_profile(tmp_path, **over) -> str:
     """A profile file: smoke, with its paths under tmp_path, 4 training steps, `over` merged on top."""
     import yaml
 
-    from retune.profiles import merge, merged
+    from retune.config.profiles import merge, merged
 
     path = tmp_path / "mine.yaml"
     settings = merge(merged("smoke"), {"paths": {k: str(tmp_path / k) for k in ("data", "runs", "results", "figures")},
@@ -134,7 +136,7 @@ def write_profile(tmp_path, **over) -> str:
 
 @pytest.mark.slow
 def test_retune_eval_gives_the_notebooks_numbers(tmp_path, capsys):
-    from retune import report
+    from retune.analysis import report
 
     profile_file = write_profile(tmp_path)
     p = load_profile(profile_file)
@@ -162,7 +164,7 @@ def memorised_run(tmp_path, records=()) -> Path:
     it writes calls and returns, and on the shortest problems its greedy choices have margins far wider than bf16's
     rounding, so there a bf16 evaluation must decode what the fp32 one decodes (on 3 bits one choice in 14 flips).
     Its run.json names a dataset of `records` (none by default: every problem is fresh)."""
-    from retune import data
+    from retune.data import datasets as data
     from _tiny_model import memorised_parity_model
 
     model, tok = memorised_parity_model()
@@ -254,7 +256,7 @@ def test_the_oracle_backend_checks_the_pipeline_and_writes_out(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_the_oracle_over_a_run_never_sees_its_training_problems(tmp_path, capsys):
-    from retune import data
+    from retune.data import datasets as data
     from _tiny_model import parity_problems
 
     records = data.build("parity", "retuning", sizes=(3, 3), n=6, seed=0, progress=False)
@@ -286,7 +288,7 @@ def test_smoke_profile_end_to_end_on_cuda(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["baseline", "scratchpad", "retuning"])
 def test_evaluation_problems_are_never_training_problems_of_the_run(tmp_path, method):
     """Whatever the method, its training set's top contexts are excluded (DP's scratchpad prompt is its own)."""
-    from retune import data
+    from retune.data import datasets as data
     from retune.tasks import get_task
 
     path = tmp_path / f"dp-{method}.jsonl"

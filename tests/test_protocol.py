@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retune import data
+from retune.data import datasets as data
 from retune.cli import main
 from retune.tasks import METHODS, TASKS, get_task
 from retune.tasks.render import BLOCK, render, render_spec, sync

@@ -13,10 +13,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from retune import presets
-from retune.runs import finished_run, main_runs
-from retune import reproduce as rp
-from retune.profiles import load_profile
+from retune.models import presets
+from retune.training.runs import finished_run, main_runs
+from retune.reproduce import runner as rp
+from retune.config.profiles import load_profile
 
 from _tiny_pretrained import write_tiny_pretrained
 

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from retune import data, evaluate as evaluate_module, files, pipeline
+from retune.data import datasets as data
+from retune.evaluation import scoring as evaluate_module, pipeline
+from retune import files
 from retune.commands import eval as eval_cmd
 from retune.cli import main
-from retune.decode import Limits, Trace, TraceNode, decode, load_traces, save_traces
-from retune.generators import Generation, OracleGenerator
-from retune.profiles import load_profile
-from retune.inspect import export_html, trace_html
-from retune.model import resolve_model
+from retune.decoding.recursive import Limits, Trace, TraceNode, decode, load_traces, save_traces
+from retune.decoding.generators import Generation, OracleGenerator
+from retune.config.profiles import load_profile
+from retune.analysis.inspector import export_html, trace_html
+from retune.models.causal_lm import resolve_model
 from retune.tasks import TASKS, Malformed, get_task
-from retune.train import data_identity, file_sha256
+from retune.training.fine_tune import data_identity, file_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -90,7 +92,7 @@ def test_a_kill_at_any_step_never_leaves_a_pair_a_later_run_trusts(tmp_path, mon
         assert manifest["sha256"] == file_sha256(out)
     if out.read_bytes() != old_bytes:  # new data in place: the old manifest must not vouch for it
         assert manifest is None or manifest["sha256"] != old["sha256"]
-    # and a later build (as retune.runs does) rebuilds what is not verified, leaving no temporaries
+    # and a later build (as retune.training.runs does) rebuilds what is not verified, leaving no temporaries
     small(out, seed=1, n=40)
     assert data.verified(out) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl", "x.jsonl.manifest.json"]
@@ -113,7 +115,7 @@ def killed_writer(tmp_path, where: str) -> subprocess.CompletedProcess:
     (after the JSONL is in place, before the manifest)."""
     script = textwrap.dedent(f"""
         import os, signal
-        from retune import data
+        from retune.data import datasets as data
         out = {str(tmp_path / 'x.jsonl')!r}
         if {where!r} == "records":
             real = data.iter_records
@@ -462,7 +464,7 @@ def test_allowed_but_offline_fails_fast_in_one_line(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so this runs in a fresh process."""
     script = textwrap.dedent("""
         import time
-        from retune.model import load_pretrained
+        from retune.models.causal_lm import load_pretrained
         import transformers  # imported before the clock starts
         start = time.perf_counter()
         try:
@@ -481,7 +483,7 @@ def test_allowed_but_offline_fails_fast_in_one_line(tmp_path):
 def test_a_child_dies_when_its_parent_is_killed(tmp_path):
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    parent = (f"import sys; from retune.memory import run_child; "
+    parent = (f"import sys; from retune.training.memory import run_child; "
               f"run_child([sys.executable, '-c', {child!r}])")
     proc = subprocess.Popen([sys.executable, "-c", parent], env=dict(os.environ, PYTHONPATH=str(ROOT)))
     deadline = time.time() + 30
@@ -629,7 +631,7 @@ def test_fuzz_the_cli(tmp_path, monkeypatch, capsys):
 
 
 # --- fuzz: the bounded keys near and beyond their limits -------------------------------------------------------
-BOUNDED = {  # every key with an upper limit, and that limit (as documented in retune/bounds.py)
+BOUNDED = {  # every key with an upper limit, and that limit (as documented in retune/config/bounds.py)
     **{f"train.{k}": 10**8 for k in ("max_steps", "warmup_steps", "save_steps", "logging_steps")},
     "train.batch_size": 2**16, "train.grad_accum": 2**16, "train.max_length": 2**20, "train.processes": 1024,
     "pretrain.examples": 10**8, "pretrain.max_length": 4096, "train.lora.r": 2**16, "train.lora.lora_dropout": 0.99,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import data
+from retune.data import datasets as data
 from retune.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_a_model_directory_with_nan_weights_is_refused_in_one_line(tmp_path, dat
 KILLED_RUN = """
 import os, signal, sys
 from transformers import TrainerCallback
-from retune import train as T
+from retune.training import fine_tune as T
 sys.path.insert(0, {tests!r})
 from test_reliability_more import TINY, recipe
 
@@ -114,7 +114,7 @@ T.train("tiny", [{data!r}], recipe(), {runs!r}, TINY, callbacks=kill)
 
 
 def recipe():
-    from retune.train import TrainConfig
+    from retune.training.fine_tune import TrainConfig
 
     return TrainConfig(max_steps=6, batch_size=8, grad_accum=2, save_steps=4, threads=1, logging_steps=4,
                        progress=False, lr=3e-3)
@@ -122,7 +122,7 @@ def recipe():
 
 @pytest.mark.parametrize("where", ["save", "step"])
 def test_a_resumed_runs_measurements_are_the_uninterrupted_runs(tmp_path, where):
-    from retune import train as T
+    from retune.training import fine_tune as T
 
     path = tmp_path / "d.jsonl"
     data.make("addition", "baseline", path, sizes=(1, 3), n=20, seed=0, progress=False)
@@ -155,7 +155,7 @@ def shipped_copy(tmp_path):
     """The committed traces file and its meta file, in a results folder of their own."""
     import shutil
 
-    from retune.profiles import load_profile
+    from retune.config.profiles import load_profile
 
     results = tmp_path / "results"
     results.mkdir()
@@ -165,7 +165,8 @@ def shipped_copy(tmp_path):
 
 
 def test_the_committed_traces_file_matches_its_meta_file(shipped_copy):
-    from retune import files, traces
+    from retune import files
+    from retune.evaluation import traces
 
     profile, results = shipped_copy
     meta = json.loads((results / "traces.meta.json").read_text())
@@ -178,7 +179,7 @@ def test_lines_swapped_for_copies_keep_the_count_and_are_still_refused(shipped_c
     """Lines 100-120 deleted, 21 copied lines added: the count the meta file lists still holds."""
     import gzip
 
-    from retune import traces
+    from retune.evaluation import traces
 
     profile, results = shipped_copy
     path = results / "traces.jsonl.gz"
@@ -194,7 +195,7 @@ def test_lines_swapped_for_copies_keep_the_count_and_are_still_refused(shipped_c
 @pytest.mark.parametrize("change", [{"runs": None}, {"runs": [{"problems": "90"}]}, {"runs": [None]},
                                     {"runs": [{"problems": True}]}, {"sha256": None}, {"sha256": 5}, "whole: []"])
 def test_malformed_metadata_is_the_one_line_damaged_error(shipped_copy, change):
-    from retune import traces
+    from retune.evaluation import traces
 
     profile, results = shipped_copy
     meta_path = results / "traces.meta.json"
@@ -208,7 +209,7 @@ def test_malformed_metadata_is_the_one_line_damaged_error(shipped_copy, change):
 @pytest.fixture
 def evaluated_run(tmp_path):
     """A tiny run trained on parity, and `retune eval --run` of it once (its evaluation cached beside it)."""
-    from retune import train as T
+    from retune.training import fine_tune as T
 
     path = tmp_path / "d.jsonl"
     data.make("parity", "retuning", path, sizes=(2, 4), n=5, seed=0, progress=False)
@@ -279,7 +280,7 @@ def test_a_setting_beyond_its_bound_is_one_line_before_anything_is_created(tmp_p
                                                                             message, monkeypatch):
     import time
 
-    from retune import train as T
+    from retune.training import fine_tune as T
 
     def refuse(*a, **k):
         raise AssertionError("a model was built before the settings were checked")
@@ -291,7 +292,7 @@ def test_a_setting_beyond_its_bound_is_one_line_before_anything_is_created(tmp_p
 
 
 def test_a_cuda_device_without_cuda_is_refused_before_a_run_directory(tmp_path, dataset, capsys, monkeypatch):
-    from retune import train as T
+    from retune.training import fine_tune as T
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert run(train_argv(tmp_path, dataset, "train.device=cuda")) == 2
@@ -302,8 +303,8 @@ def test_a_cuda_device_without_cuda_is_refused_before_a_run_directory(tmp_path, 
 
 
 def test_workers_and_executor_values_beyond_the_machine_are_refused(tmp_path, capsys):
-    from retune import executors
-    from retune.profiles import load_profile
+    from retune.reproduce import executors
+    from retune.config.profiles import load_profile
 
     for sets, message in (({"workers": 1000000}, "workers: must be in 1.."),
                           ({"executor": {"mem_gb": float("inf")}}, "executor.mem_gb: must be in 1..1,048,576"),
@@ -313,7 +314,7 @@ def test_workers_and_executor_values_beyond_the_machine_are_refused(tmp_path, ca
 
 
 def test_examples_longer_than_the_models_positions_are_dropped_and_counted(tmp_path, dataset, capsys):
-    from retune import train as T
+    from retune.training import fine_tune as T
 
     tiny = dict(TINY, max_position_embeddings=80)
     run_dir = T.train("tiny", [dataset], T.TrainConfig(max_steps=1, batch_size=4, threads=1, progress=False),
@@ -358,7 +359,7 @@ def test_a_full_disk_in_torchs_zip_writer_is_the_one_line_message(tmp_path, data
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x", "..", "a/b", ""])
 def test_a_profile_name_cannot_leave_the_results_folder(name):
-    from retune.profiles import load_profile
+    from retune.config.profiles import load_profile
     from retune.settings import ProfileError
 
     with pytest.raises(ProfileError, match="profile: expected a name"):
@@ -368,10 +369,10 @@ def test_a_profile_name_cannot_leave_the_results_folder(name):
 # --- interrupting the driver stops what is in flight ------------------------------------------------------------
 DRIVER = """
 import sys
-from retune import executors as E
-from retune.plan import Piece
-from retune.profiles import load_profile
-from retune.runs import RunSpec
+from retune.reproduce import executors as E
+from retune.reproduce.plan import Piece
+from retune.config.profiles import load_profile
+from retune.training.runs import RunSpec
 
 class NeverDone:
     describe, poll_s = "jobs that never finish", 0.05
@@ -437,9 +438,10 @@ def test_a_refused_model_directory_is_one_line_without_the_loaders_report(tmp_pa
 @pytest.mark.parametrize("parameters", [{"tasks": ["nosuch"]}, {"seeds": [0, 1]}, {"threads": 4}])
 def test_a_profile_key_given_as_a_notebook_parameter_is_refused_by_name(parameters):
     """papermill's `-p tasks '["nosuch"]'`: before, a warning, then the whole notebook with the profile's tasks."""
-    from retune.notebook import ParameterError, setup
+    from retune.reproduce.notebook import ParameterError, setup
 
     with pytest.raises(ParameterError, match=f"{next(iter(parameters))}: not a notebook parameter"):
         setup({"profile": "smoke", **parameters})
-    import retune.train  # a module of that name is no parameter
-    assert setup({"profile": "smoke", "train": retune.train}).profile.profile == "smoke"
+    from retune.training import fine_tune  # a module under a parameter's name is no parameter
+
+    assert setup({"profile": "smoke", "train": fine_tune}).profile.profile == "smoke"

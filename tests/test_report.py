@@ -8,14 +8,14 @@ import pytest
 
 matplotlib.use("Agg")
 
-from retune import report  # noqa: E402
-from retune.evaluate import wilson  # noqa: E402
+from retune.analysis import report  # noqa: E402
+from retune.evaluation.scoring import wilson  # noqa: E402
 
 TRAINED = {"addition": 4, "parity": 5}
 
 
 def frame(seed=0) -> pd.DataFrame:
-    """Per-problem rows like retune.pipeline.rows: good in distribution, poor beyond."""
+    """Per-problem rows like retune.evaluation.pipeline.rows: good in distribution, poor beyond."""
     rng, rows = random.Random(seed), []
     for task, tm in TRAINED.items():
         for method in report.METHOD_ORDER:

@@ -6,9 +6,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from retune import reproduce as rp
-from retune.notebook import from_parameters
-from retune.profiles import available, load_profile
+from retune.reproduce import runner as rp
+from retune.reproduce.notebook import from_parameters
+from retune.config.profiles import available, load_profile
 
 pytest.importorskip("papermill")
 

@@ -4,8 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from retune import data, pipeline, runs, traces, train
-from retune.profiles import load_profile
+from retune.data import datasets as data
+from retune.evaluation import pipeline, traces
+from retune.training import runs, fine_tune as train
+from retune.config.profiles import load_profile
 
 
 pytestmark = pytest.mark.slow  # every test shares a fixture that trains the smoke runs
@@ -90,7 +92,7 @@ def test_a_run_is_found_by_its_key_without_training_and_another_base_is_another_
     """finished_run compares what trained compares (base, datasets, recipe, seed): the base model included."""
     from dataclasses import replace as with_
 
-    from retune.decode import save_traces
+    from retune.decoding.recursive import save_traces
     from retune.files import seal
 
     profile = load_profile("smoke", {"paths": {k: str(tmp_path / f"{k}_dir") for k in ("data", "runs", "results")}})

@@ -1,9 +1,10 @@
-"""The generic base's skill probe (retune.skills): items and surface scored apart, fresh prompts in the base's own
+"""The generic base's skill probe (retune.analysis.skills): items and surface scored apart, fresh prompts in the base's own
 surfaces, and the whole probe on a tiny pre-trained base."""
 import pytest
 
-from retune import pretrain, skills
-from retune.profiles import load_profile
+from retune.training import pretrain
+from retune.analysis import skills
+from retune.config.profiles import load_profile
 
 
 @pytest.mark.parametrize("answer, target, expected", [

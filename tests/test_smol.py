@@ -5,8 +5,10 @@ marker when it has been fetched."""
 import pytest
 import torch
 
-from retune import pipeline, presets, runs
-from retune.profiles import load_profile
+from retune.evaluation import pipeline
+from retune.models import presets
+from retune.training import runs
+from retune.config.profiles import load_profile
 
 from _tiny_gguf import write_tiny_gguf
 
@@ -16,7 +18,7 @@ def test_a_profile_with_its_own_paths_shares_no_directory_with_another():
     overwritten, by another profile's (cpu and paper set none: they share the defaults)."""
     import yaml
 
-    from retune.profiles import available, profile_path
+    from retune.config.profiles import available, profile_path
 
     loaded = {name: load_profile(name).paths for name in available()}
     own = [name for name in loaded if "paths" in (yaml.safe_load(profile_path(name).read_text()) or {})]

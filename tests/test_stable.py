@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from retune import data, pretrain
+from retune.data import datasets as data
+from retune.training import pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 

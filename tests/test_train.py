@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from retune import train as T
-from retune import files, trainer
-from retune.model import char_tokenizer, encode_context, encode_example
-from retune.profiles import load_profile
+from retune.training import fine_tune as T
+from retune import files
+from retune.training import trainer
+from retune.models.causal_lm import char_tokenizer, encode_context, encode_example
+from retune.config.profiles import load_profile
 from retune.settings import ProfileError
 
 torch.set_num_threads(1)
@@ -226,7 +227,7 @@ def test_only_a_manifest_naming_the_files_sha_is_trusted(tmp_path):
 KILLER = """
 import os, signal, sys
 from transformers import TrainerCallback
-from retune import train as T
+from retune.training import fine_tune as T
 sys.path.insert(0, {tests!r})
 from test_train import TINY, quick
 
@@ -293,7 +294,7 @@ def test_lora_adapter_round_trip_and_merge(tmp_path):
 
 
 def test_lora_defaults_to_paper_adapter_for_pretrained_bases():
-    from retune.model import PAPER_LORA, lora_config
+    from retune.models.causal_lm import PAPER_LORA, lora_config
 
     cfg = lora_config(True)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (64, 64, 0.05)
@@ -344,7 +345,7 @@ def test_continue_from_a_run(tmp_path, lora):
 
 
 def test_pretrained_local_model_trains_with_lora_by_default(tmp_path):
-    from retune.model import TinyConfig, tiny_llama
+    from retune.models.causal_lm import TinyConfig, tiny_llama
 
     tok = char_tokenizer()
     tiny_llama(TinyConfig(**TINY), tok).save_pretrained(tmp_path / "base")
@@ -386,8 +387,8 @@ def test_cli_trains_with_a_profile_and_set_overrides(tmp_path):
 
 def test_cli_trains_the_notebooks_run_pretraining_budgets_and_model_overrides_included(tmp_path):
     """`retune train --task --method` is the run the notebooks train: the same function, the same checked profile."""
-    from retune import runs
-    from retune.profiles import load_profile
+    from retune.training import runs
+    from retune.config.profiles import load_profile
 
     dirs = [f"paths.{k}={tmp_path / k}" for k in ("runs", "data")]
     sets = dirs + ["pretrain={examples: 64, max_length: 6, train: {max_steps: 2, batch_size: 8}}",

@@ -1,11 +1,11 @@
-"""`retune data`: one training dataset (JSONL + manifest) of a task and method (retune.data)."""
+"""`retune data`: one training dataset (JSONL + manifest) of a task and method (retune.data.datasets)."""
 from __future__ import annotations
 
 import json
 import sys
 
 from .. import files
-from ..data import DISTRIBUTIONS, MANIFEST_SUFFIX, MAX_N, MAX_PROBLEMS, make, parse_sizes
+from ..data.datasets import DISTRIBUTIONS, MANIFEST_SUFFIX, MAX_N, MAX_PROBLEMS, make, parse_sizes
 from ..tasks import METHODS, TASKS
 
 

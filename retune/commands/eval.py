@@ -1,7 +1,7 @@
 """`retune eval`: one model evaluated exactly as the notebooks evaluate it, summarised as JSON.
 
 What is evaluated: a finished run (`--run`), the profile's run for a task x method x seed (trained from the
-profile through retune.runs, cached, as the notebooks' runs), a base model we did not train (`--model`), or the
+profile through retune.training.runs, cached, as the notebooks' runs), a base model we did not train (`--model`), or the
 oracle over the same problem stream (`--backend oracle`). Everything that can be refused is refused before
 anything is trained, loaded or decoded.
 """
@@ -11,14 +11,15 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import data, train
-from ..decode import decode, save_traces
-from ..generators import HFGenerator, OracleGenerator
+from ..data import datasets as data
+from ..training import fine_tune as train
+from ..decoding.recursive import decode, save_traces
+from ..decoding.generators import HFGenerator, OracleGenerator
 from ..files import DEFAULT_PROFILE, atomic_write_text, check_output_dir, versions
-from ..pipeline import (eval_problems, evaluate_run, evaluation_cache, generator_for, hf_generator, rows,
-                        placement_path, read_placement, trained_contexts)
-from ..profiles import Profile, load_profile, merge, parse_sets
-from ..runs import run_identity, spec_for, trained, use_threads
+from ..evaluation.pipeline import (eval_problems, evaluate_run, evaluation_cache, generator_for, hf_generator, rows,
+                                   placement_path, read_placement, trained_contexts)
+from ..config.profiles import Profile, load_profile, merge, parse_sets
+from ..training.runs import run_identity, spec_for, trained, use_threads
 from ..settings import check_seed
 from ..tasks import METHODS, TASKS, get_task
 
@@ -83,7 +84,7 @@ def check_request(backend: str, run_dir, model, task, method, seed, variant) -> 
     if seed is not None:
         check_seed(seed, "--seed")
     if model is not None:
-        from ..model import resolve_model
+        from ..models.causal_lm import resolve_model
 
         if (Path(str(model)).expanduser() / "run.json").is_file():
             raise ValueError(f"--model {model!r} is one of our trained runs: evaluate it with --run")
@@ -140,8 +141,8 @@ def run_evaluation(profile: Profile, run_dir: Path, task: str, method: str, seed
 
 
 def pretrained_generator(profile: Profile, name: str) -> HFGenerator:
-    """A base model (local directory or preset, through retune.model) on the profile's eval device and dtype."""
-    from ..model import load_pretrained
+    """A base model (local directory or preset, through retune.models.causal_lm) on the profile's eval device and dtype."""
+    from ..models.causal_lm import load_pretrained
 
     model, tok = load_pretrained(name, dtype=profile.eval.dtype)
     return generator_for(profile, model.to(train.resolve_device(profile.eval.device)), tok)
@@ -247,7 +248,7 @@ def evaluation_summary(profile: Profile, traces: list) -> dict:
     and 04 for one run."""
     import pandas as pd
 
-    from .. import report
+    from ..analysis import report
 
     df = pd.DataFrame(rows(traces))
     by_size = report.accuracy_by(df, ["size"])

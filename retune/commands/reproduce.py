@@ -1,14 +1,14 @@
-"""`retune reproduce`: every notebook under one profile (retune.reproduce), the main job."""
+"""`retune reproduce`: every notebook under one profile (retune.reproduce.runner), the main job."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..executors import PieceFailed
+from ..reproduce.executors import PieceFailed
 from ..files import DEFAULT_PROFILE
-from ..profiles import available, load_profile, merge, parse_sets, where
-from ..reproduce import EXECUTED_DIR, NotebookFailed, reproduce
-from ..model import looks_like_path
-from ..runcheck import check_source
+from ..config.profiles import available, load_profile, merge, parse_sets, where
+from ..reproduce.runner import EXECUTED_DIR, NotebookFailed, reproduce
+from ..models.causal_lm import looks_like_path
+from ..training.checks import check_source
 
 
 def add_cli(subparsers) -> None:
@@ -18,7 +18,7 @@ def add_cli(subparsers) -> None:
                                           "Finished notebooks are skipped on a second run.")
     p.add_argument("--profile", default=DEFAULT_PROFILE,
                    help=f"profile name ({', '.join(available())}) or a YAML path; over the defaults of "
-                        "retune/profiles.py")
+                        "retune/config/profiles.py")
     p.add_argument("--model", help="pretrained model (local path or hub id) instead of the profile's")
     p.add_argument("--only", metavar="NOTEBOOK", help="run just this notebook (file name, stem or number)")
     p.add_argument("--force", action="store_true", help="run notebooks even if their executed copy is current")

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .. import train
+from ..training import fine_tune as train
 from ..files import DEFAULT_PROFILE
-from ..profiles import load_profile, merge, parse_sets, where
-from ..runcheck import check_machine, check_source
+from ..config.profiles import load_profile, merge, parse_sets, where
+from ..training.checks import check_machine, check_source
 from ..settings import check_seed
-from ..trainer import read_jsonl
-from ..runs import base_model, spec_for, train_config, trained, use_threads
+from ..training.trainer import read_jsonl
+from ..training.runs import base_model, spec_for, train_config, trained, use_threads
 from ..tasks import METHODS, TASKS
 
 

@@ -1,0 +1,1 @@
+"""Analysis: tables and figures, the trace inspector, the step probe and the base's skills."""

@@ -1,0 +1,1 @@
+"""The profiles: every setting of a reproduction, typed and checked, read from YAML."""

@@ -1,0 +1,1 @@
+"""Datasets: built from the tasks, written with a manifest, read back checked."""
