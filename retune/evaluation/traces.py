@@ -46,7 +46,9 @@ def write_traces(profile: Profile, groups: list[tuple[RunSpec, dict, list]], pat
     path = Path(path) if path else where(profile, "results") / TRACES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     counts = []
-    with replacing(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    # gzip records a file name in its header: a fixed one (the name the committed file has), not the temp file's
+    with replacing(path) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename=f"{path.name}.tmp", fileobj=raw, mode="wb", mtime=0) as f:
         for spec, labels, traces in groups:
             spec = RunSpec.of(spec)
             ident = run_id(profile, spec)
