@@ -16,15 +16,21 @@ def parity_problems(sizes=SIZES) -> list[list[int]]:
 def memorised_parity_model(steps: int = 150, seed: int = 0):
     """(model, tokenizer) after `steps` full-batch Adam steps on every parity Re-Tuning example of length 1-3
     (a few seconds on one CPU thread)."""
+    from retune.tasks import get_task
+
+    task = get_task("parity")
+    return fit_tiny({e.input: e.output for p in parity_problems() for e in task.examples(p, "retuning")}, steps, seed)
+
+
+def fit_tiny(examples: dict, steps: int, seed: int = 0):
+    """(model, tokenizer): a 2-layer tiny LLaMA after `steps` full-batch Adam steps on `examples` (context ->
+    target, left-padded, loss on the targets); `model.final_loss` is the last step's loss."""
     import torch
 
     from retune.models.causal_lm import char_tokenizer, encode_example, tiny_llama
-    from retune.tasks import get_task
 
     torch.manual_seed(seed)
     tok = char_tokenizer()
-    task = get_task("parity")
-    examples = {e.input: e.output for p in parity_problems() for e in task.examples(p, "retuning")}
     rows = [encode_example(tok, c, t) for c, t in examples.items()]
     width = max(len(ids) for ids, _ in rows)
     pad = tok.pad_token_id

@@ -7,6 +7,8 @@ from retune.decoding.recursive import decode
 from retune.decoding.generators import OracleGenerator
 from retune.tasks import get_task
 
+from _tiny_model import fit_tiny
+
 ADD, DP, PAR = get_task("addition"), get_task("dp"), get_task("parity")
 
 
@@ -105,29 +107,8 @@ def test_a_dp_top_level_that_answers_instead_of_calling_again_is_wrong():
 def trained(task, problems, steps, seed=0):
     """A tiny LLaMA after `steps` full-batch Adam steps on the Re-Tuning examples of `problems`: it has learnt
     those, more or less, and writes calls, returns and answers, right and wrong, on others."""
-    import torch
-
-    from retune.models.causal_lm import char_tokenizer, encode_example, tiny_llama
-
-    torch.manual_seed(seed)
-    tok = char_tokenizer()
-    examples = {e.input: e.output for problem in problems for e in task.examples(problem, "retuning")}
-    rows = [encode_example(tok, c, t) for c, t in examples.items()]
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i, _ in rows])
-    labels = torch.tensor([[-100] * (width - len(l)) + l for _, l in rows])
-    mask = (ids != tok.pad_token_id).long()
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    model = tiny_llama({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                        "intermediate_size": 128, "seed": seed}, tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=6e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval(), tok
+    return fit_tiny({e.input: e.output for problem in problems for e in task.examples(problem, "retuning")},
+                    steps, seed)
 
 
 def notebook(task, problem, model, tok):
